@@ -1,0 +1,289 @@
+"""The `latentfit` command line: encode, decode, info, models, train."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import LatentfitError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Content-adaptive neural image compression: refine a learned codec's latents at encode time.",
+)
+
+
+def _check_output(path: Path, force: bool) -> None:
+    """Fail before any long work when the output exists (without --force) or its folder is missing."""
+    if path.exists() and not force:
+        raise LatentfitError(f"{path}: already exists (use --force to overwrite)")
+    if path.is_dir():
+        raise LatentfitError(f"{path}: is a folder")
+    if not path.parent.is_dir():
+        raise LatentfitError(f"{path}: folder {path.parent} does not exist")
+
+
+def _set_threads(threads: int) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _progress_bar(enabled: bool, label: str):
+    """A tqdm-backed callback for refine_latents(progress=...) and a closer."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=label, unit="step", disable=not enabled, leave=False, file=sys.stderr)
+
+    def update(step: int, total: int, record) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.update(step - bar.n)
+        if record is not None:
+            bar.set_postfix(loss=f"{record.true_loss:.4f}", bpp=f"{record.true_bpp:.3f}", psnr=f"{record.true_psnr:.2f}")
+
+    return update, bar.close
+
+
+@app.command()
+def encode(
+    input: Path = typer.Argument(..., help="Image to compress (PNG, JPEG, WebP, ...)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .lfc file to write."),
+    model: Optional[str] = typer.Option(None, help="Model name (default: the bundled latentfit-msh)."),
+    quality: Optional[int] = typer.Option(None, help="Model quality (default: 2 for latentfit-msh)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Use the weights in this file instead of a named model."),
+    method: str = typer.Option("sga+ssl", help="Refinement method: none, ste, uniform-noise, sga, sga+linear, "
+                               "sga+cosine, sga+ssl, sga+linear3, sga+cosine3, sga+ssl3."),
+    steps: int = typer.Option(500, help="Optimisation steps."),
+    lr: float = typer.Option(5e-3, help="Adam learning rate."),
+    lmbda: Optional[float] = typer.Option(None, help="λ of the R-D loss (default: the model's training λ)."),
+    seed: int = typer.Option(0, help="Seed of the proxy's noise."),
+    evaluate_every: int = typer.Option(10, help="Evaluate the true loss every k steps (best iterate kept)."),
+    variables: str = typer.Option("joint", help="'joint' refines y and z; 'y' refines y with z = h_a(y)."),
+    tau_max: Optional[float] = typer.Option(None, help="Temperature schedule: τ_max."),
+    tau_rate: Optional[float] = typer.Option(None, help="Temperature schedule: decay rate r."),
+    t0: Optional[float] = typer.Option(None, help="Temperature schedule: t₀."),
+    tau_min: Optional[float] = typer.Option(None, help="Temperature schedule: τ_min."),
+    a: Optional[float] = typer.Option(None, help="SSL shape a (sga+ssl, sga+ssl3)."),
+    factor: Optional[float] = typer.Option(None, help="Three-class factor c."),
+    power: Optional[float] = typer.Option(None, help="Three-class power p."),
+    hard: bool = typer.Option(False, help="Hard (straight-through) Gumbel samples."),
+    time_budget: Optional[float] = typer.Option(None, help="Stop refining after this many seconds (best so far kept)."),
+    trace: Optional[Path] = typer.Option(None, help="Write the optimisation trace (JSON) here."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    threads: int = typer.Option(0, help="torch CPU threads (0: PyTorch's default)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
+) -> None:
+    """Compress an image into a .lfc file, refining its latents first."""
+    import dataclasses
+
+    from .codec import encode as encode_image
+    from .imageio import atomic_write_bytes, load_image
+    from .models.registry import load_model
+    from .refine import RefinementConfig
+
+    _check_output(output, force)
+    if trace is not None:
+        _check_output(trace, force)
+    _set_threads(threads)
+    image = load_image(input)
+    latent_model = load_model(model, quality, checkpoint, device=_device(device))
+    config = RefinementConfig(method=method, steps=steps, lr=lr, lmbda=lmbda, seed=seed,
+                              evaluate_every=evaluate_every, variables=variables, time_budget=time_budget,
+                              proxy_options={"a": a, "factor": factor, "power": power, "hard": hard})
+    config.schedule = _schedule(method, config.proxy_options, tau_max, tau_rate, t0, tau_min)
+    update, close = _progress_bar(progress and sys.stderr.isatty(), f"{method} {input.name}")
+    try:
+        result = encode_image(image, latent_model, config, progress=update)
+    finally:
+        close()
+    atomic_write_bytes(output, result.data, force=force)
+    stats = result.stats | {"input": str(input), "output": str(output), "device": device}
+    if trace is not None:
+        atomic_write_bytes(trace, json.dumps({"settings": stats, "trace": result.refinement.trace_dicts()},
+                                             indent=1).encode(), force=force)
+    for note in image.notes:
+        typer.echo(f"latentfit: note: {note}", err=True)
+    if as_json:
+        typer.echo(json.dumps(stats))
+    else:
+        typer.echo(
+            f"{output}: {stats['bytes']} bytes, {stats['bpp']:.4f} bpp, PSNR {stats['psnr']:.2f} dB "
+            f"(true loss {stats['true_loss_initial']:.4f} -> {stats['true_loss_final']:.4f}, "
+            f"{method}, {stats['steps_run']} steps, {stats['seconds']:.1f} s)"
+        )
+
+
+def _device(name: str):
+    import torch
+
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise LatentfitError(f"unknown device '{name}' (use cpu or cuda)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LatentfitError("device cuda requested but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def _schedule(method, proxy_options, tau_max, tau_rate, t0, tau_min):
+    import dataclasses
+
+    from .relaxations import get_proxy
+
+    base = get_proxy(method, **proxy_options).default_schedule()
+    changes = {k: v for k, v in {"tau_max": tau_max, "rate": tau_rate, "t0": t0, "tau_min": tau_min}.items()
+               if v is not None}
+    try:
+        return dataclasses.replace(base, **changes)
+    except ValueError as exc:
+        raise LatentfitError(f"bad temperature schedule: {exc}") from None
+
+
+@app.command()
+def decode(
+    input: Path = typer.Argument(..., help="The .lfc file."),
+    output: Path = typer.Option(..., "-o", "--output", help="Image to write (PNG recommended)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Weights the file was made with, if not a named model."),
+    device: str = typer.Option("cpu"),
+    threads: int = typer.Option(0),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+) -> None:
+    """Decompress a .lfc file into an image."""
+    from .bitstream import from_bytes
+    from .codec import decode_stream
+    from .imageio import save_image
+    from .models.registry import load_model
+
+    _check_output(output, force)
+    _set_threads(threads)
+    stream = from_bytes(_read(input), str(input))
+    latent_model = load_model(stream.model_name, stream.quality, checkpoint, device=_device(device))
+    pixels = decode_stream(stream, latent_model, str(input))
+    save_image(output, pixels, force=force, mode="L" if stream.grayscale else "RGB")
+    typer.echo(f"{output}: {stream.width}x{stream.height}", err=True)
+
+
+def _read(path: Path) -> bytes:
+    if not path.is_file():
+        raise LatentfitError(f"{path}: no such file")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise LatentfitError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+@app.command()
+def info(
+    input: Path = typer.Argument(..., help="The .lfc file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Print a .lfc file's header (no model needed)."""
+    from .bitstream import from_bytes
+    from .metrics import bits_per_pixel
+
+    data = _read(input)
+    stream = from_bytes(data, str(input))
+    fields = stream.header_fields() | {"bytes": len(data), "bpp": bits_per_pixel(len(data), stream.height, stream.width)}
+    if as_json:
+        typer.echo(json.dumps(fields))
+    else:
+        for key, value in fields.items():
+            typer.echo(f"{key}: {value}")
+
+
+@app.command()
+def models(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+    all_zoo: bool = typer.Option(False, "--all", help="Also list zoo models whose weights are not cached."),
+) -> None:
+    """List the models available locally: bundled, cached CompressAI zoo, user checkpoints."""
+    from .models.registry import available_models
+
+    rows = []
+    for spec in available_models(include_unavailable_zoo=all_zoo):
+        kodak = spec.card.get("kodak") or {}
+        rows.append({"name": spec.name, "quality": spec.quality, "source": spec.source,
+                     "architecture": spec.architecture, "lmbda": spec.lmbda, "available": spec.available,
+                     "kodak_bpp": kodak.get("bpp"), "kodak_psnr": kodak.get("psnr"), "path": spec.path,
+                     "select": spec.selector()})
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for row in rows:
+        rd = f"{row['kodak_bpp']:.3f} bpp {row['kodak_psnr']:.2f} dB" if row["kodak_bpp"] else "R-D unknown"
+        how = " ".join(f"--{k} {v}" for k, v in row["select"].items())
+        state = "" if row["available"] else " (not cached)"
+        typer.echo(f"{row['name']:<22} q{row['quality']:<2} {row['source']:<10} {row['architecture']:<21} {rd:<26} {how}{state}")
+
+
+@app.command()
+def train(
+    train_dir: List[Path] = typer.Option(..., "--train-dir", help="Folder of training images (repeatable)."),
+    checkpoint_dir: Path = typer.Option(..., help="Where the resumable checkpoint (last.pt) lives."),
+    valid_dir: Optional[Path] = typer.Option(None, help="Held-out folder for periodic validation."),
+    architecture: str = typer.Option("mbt2018-mean", help="CompressAI architecture name."),
+    n: int = typer.Option(128, "--N", help="Width N of the transforms."),
+    m: int = typer.Option(192, "--M", help="Number of latent channels M."),
+    lmbda: float = typer.Option(0.013, help="λ in loss = bpp + λ·255²·MSE."),
+    steps: int = typer.Option(10000, help="Total optimisation steps (a resumed run continues up to this)."),
+    batch_size: int = typer.Option(8),
+    patch_size: int = typer.Option(128),
+    lr: float = typer.Option(1e-4),
+    lr_drop_at: float = typer.Option(0.9, help="Fraction of steps after which lr is multiplied by 0.1."),
+    validate_every: int = typer.Option(500),
+    checkpoint_every: int = typer.Option(100),
+    seed: int = typer.Option(0),
+    init_from: Optional[Path] = typer.Option(None, help="Start from these weights (exported or checkpoint)."),
+    export: Optional[Path] = typer.Option(None, help="Write fp16 weights + JSON model card here when the run stops."),
+    name: str = typer.Option("", help="Model name recorded in the model card."),
+    quality: int = typer.Option(0, help="Quality index recorded in the model card."),
+    threads: int = typer.Option(0, help="torch CPU threads (0: PyTorch's default)."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Train a CompressAI model on a folder of images; resumes from CHECKPOINT_DIR/last.pt if present."""
+    import torch
+
+    from .training import TrainConfig, Trainer
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = TrainConfig(
+        train_dirs=[str(d) for d in train_dir], valid_dir=str(valid_dir) if valid_dir else None,
+        architecture=architecture, N=n, M=m, lmbda=lmbda, steps=steps, batch_size=batch_size,
+        patch_size=patch_size, lr=lr, lr_drop_at=lr_drop_at, validate_every=validate_every,
+        checkpoint_every=checkpoint_every, seed=seed, init_from=str(init_from) if init_from else None,
+    )
+    trainer = Trainer(config, checkpoint_dir, device=device)
+    if trainer.resumed:
+        typer.echo(f"resumed {checkpoint_dir / 'last.pt'} at step {trainer.step}", err=True)
+    result = trainer.run(progress=sys.stderr.isatty() or True)
+    if export is not None:
+        trainer.export(export, {"name": name, "quality": quality})
+        typer.echo(f"exported {export} (step {trainer.step})", err=True)
+    typer.echo(json.dumps({"step": result["step"], "finished": result["finished"]}))
+
+
+@app.callback()
+def _root() -> None:
+    """Content-adaptive neural image compression: refine a learned codec's latents at encode time."""
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except LatentfitError as exc:
+        typer.echo(f"latentfit: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("latentfit: interrupted (no output written)", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

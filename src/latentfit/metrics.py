@@ -1,0 +1,33 @@
+"""Image quality metrics on 8-bit images (what users see), via pytorch-msssim for MS-SSIM."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from pytorch_msssim import ms_ssim as _ms_ssim
+
+#: MS-SSIM with 5 scales and an 11-pixel window needs sides above (11 - 1) * 2**4 = 160 pixels.
+MS_SSIM_MIN_SIDE = 161
+
+
+def psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
+    """PSNR in dB between two uint8 images: `10·log10(255² / MSE)`; inf when identical."""
+    mse = float(np.mean((reference.astype(np.float64) - decoded.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def ms_ssim(reference: np.ndarray, decoded: np.ndarray) -> float | None:
+    """MS-SSIM of two (H, W, 3) uint8 images; None when the image is too small for 5 scales."""
+    if min(reference.shape[:2]) < MS_SSIM_MIN_SIDE:
+        return None
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.float32)).permute(2, 0, 1).unsqueeze(0)
+
+    return float(_ms_ssim(tensor(reference), tensor(decoded), data_range=255.0))
+
+
+def bits_per_pixel(num_bytes: int, height: int, width: int) -> float:
+    return 8.0 * num_bytes / (height * width)

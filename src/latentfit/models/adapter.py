@@ -1,0 +1,196 @@
+"""One small interface over CompressAI's hyperprior-family models: what refinement needs.
+
+Symbols follow `docs/methods.md`: `y = g_a(x)`, `z = h_a(y)`, `(σ, μ) = h_s(ẑ)`, `x̂ = g_s(ŷ)`.
+Every quantity is computed by the model's own modules, so the hard-quantised path of
+`rate_distortion` is exactly what `compress()` transmits and `decompress()` rebuilds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from compressai.entropy_models import EntropyBottleneck
+from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
+from torch import Tensor, nn
+
+from ..errors import LatentfitError
+from .architectures import architecture_of
+from .weights import weights_digest
+
+#: A quantisation proxy applied to offset latents `v` (`v = y − μ` or `v = z − median`).
+Relaxation = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class Latents:
+    """What is transmitted: `y` (B, M, h, w) and, for hyperprior models, `z` (B, N, h/4, w/4)."""
+
+    y: Tensor
+    z: Tensor | None = None
+
+    def detach(self) -> "Latents":
+        return Latents(self.y.detach().clone(), None if self.z is None else self.z.detach().clone())
+
+
+@dataclass
+class RateDistortion:
+    """Terms of `L = R/P + λ·255²·MSE`; `bits` is `R = −Σ log2 p`, `x_hat` the (cropped) reconstruction."""
+
+    loss: Tensor
+    bits: Tensor
+    mse: Tensor
+    x_hat: Tensor
+    pixels: int
+
+    @property
+    def bpp(self) -> float:
+        return float(self.bits) / self.pixels
+
+    @property
+    def psnr(self) -> float:
+        mse = float(self.mse)
+        return float("inf") if mse <= 0 else -10.0 * torch.log10(torch.tensor(mse)).item()
+
+
+def _bottleneck_likelihood(bottleneck: EntropyBottleneck, values: Tensor) -> Tensor:
+    """Likelihood of `values` (B, C, H, W) under the factorized density, as CompressAI computes it."""
+    channels_first = values.transpose(0, 1)
+    shape = channels_first.shape
+    likelihood, _, _ = bottleneck._likelihood(channels_first.reshape(shape[0], 1, -1))
+    if bottleneck.use_likelihood_bound:
+        likelihood = bottleneck.likelihood_lower_bound(likelihood)
+    return likelihood.reshape(shape).transpose(0, 1)
+
+
+def _bottleneck_medians(bottleneck: EntropyBottleneck) -> Tensor:
+    return bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+
+
+class LatentModel:
+    """A frozen CompressAI model seen through the operations latent refinement needs.
+
+    - `analysis(x)`: the encoder's latents `(y₀, z₀)`;
+    - `rate_distortion(latents, x, λ, relax)`: the R-D loss with `relax` as the quantiser
+      (`torch.round` gives the true loss, a proxy gives a differentiable surrogate);
+    - `compress(latents)` / `decompress(strings, shapes)`: entropy coding of *given* latents.
+    """
+
+    def __init__(self, model: nn.Module, name: str, quality: int, lmbda: float, source: str = "checkpoint"):
+        self.model = model.eval().requires_grad_(False)
+        self.architecture = architecture_of(model)
+        self.name = name
+        self.quality = int(quality)
+        self.lmbda = float(lmbda)
+        self.source = source
+        self._digest: bytes | None = None
+
+    # -- description ---------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def has_hyperprior(self) -> bool:
+        return not type(self.model) is FactorizedPrior
+
+    @property
+    def stride(self) -> int:
+        """Image sizes must be multiples of this (product of all downsampling factors)."""
+        return 64 if self.has_hyperprior else 16
+
+    @property
+    def digest(self) -> bytes:
+        if self._digest is None:
+            self._digest = weights_digest(self.model)
+        return self._digest
+
+    def to(self, device: str | torch.device) -> "LatentModel":
+        self.model.to(device)
+        return self
+
+    # -- transforms ----------------------------------------------------------------------------
+    def hyper_analysis(self, y: Tensor) -> Tensor:
+        """`z = h_a(y)` (the scale hyperprior takes `|y|`)."""
+        if type(self.model) is ScaleHyperprior:
+            return self.model.h_a(torch.abs(y))
+        return self.model.h_a(y)
+
+    def analysis(self, x: Tensor) -> Latents:
+        y = self.model.g_a(x)
+        return Latents(y, self.hyper_analysis(y) if self.has_hyperprior else None)
+
+    def _entropy_parameters(self, z_tilde: Tensor) -> tuple[Tensor, Tensor | None]:
+        """`(σ, μ) = h_s(z̃)`; `μ` is None for the scale hyperprior (zero mean)."""
+        params = self.model.h_s(z_tilde)
+        if type(self.model) is MeanScaleHyperprior:
+            scales, means = params.chunk(2, 1)
+            return scales, means
+        return params, None
+
+    def rate_distortion(
+        self, latents: Latents, x: Tensor, lmbda: float, relax: Relaxation, clamp: bool = False
+    ) -> RateDistortion:
+        """`L = R/P + λ·255²·MSE(x, g_s(ỹ))` with `z̃ = m + relax(z − m)`, `ỹ = μ + relax(y − μ)`.
+
+        `x` is the unpadded image (1, 3, H, W); the reconstruction is cropped to it and, with
+        `clamp`, clamped to [0, 1] as the decoder does.
+        """
+        model = self.model
+        if self.has_hyperprior:
+            medians = _bottleneck_medians(model.entropy_bottleneck)
+            z_tilde = medians + relax(latents.z - medians)
+            scales, means = self._entropy_parameters(z_tilde)
+            y_tilde = relax(latents.y) if means is None else means + relax(latents.y - means)
+            likelihood_y = model.gaussian_conditional._likelihood(y_tilde, scales, means)
+            if model.gaussian_conditional.use_likelihood_bound:
+                likelihood_y = model.gaussian_conditional.likelihood_lower_bound(likelihood_y)
+            bits = -torch.log2(likelihood_y).sum() - torch.log2(_bottleneck_likelihood(model.entropy_bottleneck, z_tilde)).sum()
+        else:
+            medians = _bottleneck_medians(model.entropy_bottleneck)
+            y_tilde = medians + relax(latents.y - medians)
+            bits = -torch.log2(_bottleneck_likelihood(model.entropy_bottleneck, y_tilde)).sum()
+        x_hat = model.g_s(y_tilde)[..., : x.shape[-2], : x.shape[-1]]
+        if clamp:
+            x_hat = x_hat.clamp(0, 1)
+        pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
+        mse = F.mse_loss(x_hat, x)
+        return RateDistortion(bits / pixels + lmbda * 255.0**2 * mse, bits, mse, x_hat, pixels)
+
+    @torch.no_grad()
+    def true_rate_distortion(self, latents: Latents, x: Tensor, lmbda: float) -> RateDistortion:
+        """`L_true`: the loss of the hard-quantised latents, i.e. of what is actually transmitted."""
+        return self.rate_distortion(latents, x, lmbda, torch.round, clamp=True)
+
+    # -- entropy coding ------------------------------------------------------------------------
+    @torch.no_grad()
+    def compress(self, latents: Latents) -> tuple[list[bytes], list[tuple[int, int]]]:
+        """Entropy-code given latents: returns the strings and the spatial shape of each latent.
+
+        For `latents = analysis(x)` this is byte-identical to the model's own `compress(x)`.
+        """
+        model = self.model
+        if latents.y.shape[0] != 1:
+            raise LatentfitError("compress takes one image at a time")
+        if not self.has_hyperprior:
+            strings = model.entropy_bottleneck.compress(latents.y)
+            return [strings[0]], [tuple(latents.y.shape[-2:])]
+        z_strings = model.entropy_bottleneck.compress(latents.z)
+        z_hat = model.entropy_bottleneck.decompress(z_strings, latents.z.shape[-2:])
+        scales, means = self._entropy_parameters(z_hat)
+        indexes = model.gaussian_conditional.build_indexes(scales)
+        y_strings = model.gaussian_conditional.compress(latents.y, indexes, means=means)
+        return [y_strings[0], z_strings[0]], [tuple(latents.y.shape[-2:]), tuple(latents.z.shape[-2:])]
+
+    def latent_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Spatial shapes of the latents for a padded image of `height` x `width`."""
+        y_shape = (height // 16, width // 16)
+        return [y_shape, (height // 64, width // 64)] if self.has_hyperprior else [y_shape]
+
+    @torch.no_grad()
+    def decompress(self, strings: list[bytes], shapes: list[tuple[int, int]]) -> Tensor:
+        """`x̂ = g_s(ŷ)` clamped to [0, 1], from the strings written by `compress`."""
+        output = self.model.decompress([[s] for s in strings], shapes[-1])
+        return output["x_hat"]

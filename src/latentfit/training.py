@@ -1,0 +1,260 @@
+"""Training CompressAI models on a folder of photos, resumably, for the bundled model zoo.
+
+Loss (CompressAI convention): `L = R / P + λ · 255² · MSE(x, x̂)` with additive uniform noise on the
+latents, plus the entropy bottleneck's auxiliary quantile loss on its own optimiser. A checkpoint
+holds model, both optimisers, the step and every random state, so an interrupted run continues
+exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import LatentfitError
+from .imageio import atomic_write_bytes, list_images
+from .models.architectures import build_architecture
+from .models.weights import export_weights, load_state_dict_file
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in its checkpoints)."""
+
+    train_dirs: list[str]
+    valid_dir: str | None = None
+    architecture: str = "mbt2018-mean"
+    N: int = 128
+    M: int = 192
+    lmbda: float = 0.013
+    steps: int = 10000
+    batch_size: int = 8
+    patch_size: int = 128
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    lr_drop_at: float = 0.9
+    lr_drop_factor: float = 0.1
+    clip_max_norm: float = 1.0
+    validate_every: int = 500
+    checkpoint_every: int = 100
+    valid_images: int = 16
+    valid_crop: int = 256
+    seed: int = 0
+    init_from: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class ImageBank:
+    """All training images in memory as uint8 (3, H, W) tensors; random crops and flips from a
+    seeded generator so that sampling is reproducible and resumable."""
+
+    def __init__(self, folders: list[str], min_size: int):
+        self.images: list[torch.Tensor] = []
+        for folder in folders:
+            for path in list_images(folder):
+                with Image.open(path) as img:
+                    array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+                if min(array.shape[:2]) >= min_size:
+                    self.images.append(torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous())
+        if not self.images:
+            raise LatentfitError(f"no training images of at least {min_size}px found in {', '.join(folders)}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self, batch_size: int, patch: int, generator: torch.Generator) -> torch.Tensor:
+        crops = []
+        for _ in range(batch_size):
+            image = self.images[int(torch.randint(len(self.images), (1,), generator=generator))]
+            _, height, width = image.shape
+            top = int(torch.randint(height - patch + 1, (1,), generator=generator))
+            left = int(torch.randint(width - patch + 1, (1,), generator=generator))
+            crop = image[:, top : top + patch, left : left + patch]
+            if bool(torch.rand(1, generator=generator) < 0.5):
+                crop = crop.flip(-1)
+            if bool(torch.rand(1, generator=generator) < 0.5):
+                crop = crop.flip(-2)
+            crops.append(crop)
+        return torch.stack(crops).float().div_(255.0)
+
+
+def center_crops(folder: str, count: int, crop: int) -> torch.Tensor:
+    """The first `count` images of `folder`, centre-cropped to `crop` x `crop`, as one batch."""
+    crops = []
+    for path in list_images(folder)[:count]:
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        height, width = array.shape[:2]
+        if min(height, width) < crop:
+            continue
+        top, left = (height - crop) // 2, (width - crop) // 2
+        crops.append(torch.from_numpy(array[top : top + crop, left : left + crop].copy()).permute(2, 0, 1))
+    if not crops:
+        raise LatentfitError(f"{folder}: no validation images of at least {crop}px")
+    return torch.stack(crops).float().div_(255.0)
+
+
+def rate_distortion(output: dict, target: torch.Tensor, lmbda: float) -> dict[str, torch.Tensor]:
+    """`bpp = −Σ log2 p / P`, `mse`, and `loss = bpp + λ·255²·mse` of a CompressAI forward output."""
+    pixels = target.shape[0] * target.shape[-2] * target.shape[-1]
+    bpp = sum(lik.log2().sum() for lik in output["likelihoods"].values()) / -pixels
+    mse = torch.mean((output["x_hat"] - target) ** 2)
+    return {"loss": bpp + lmbda * 255.0**2 * mse, "bpp": bpp, "mse": mse}
+
+
+def psnr_from_mse(mse: float) -> float:
+    return float("inf") if mse <= 0 else 10.0 * math.log10(1.0 / mse)
+
+
+class Trainer:
+    """Owns a training run: `Trainer(config, checkpoint_dir).run()` trains, resuming if a checkpoint exists."""
+
+    def __init__(self, config: TrainConfig, checkpoint_dir: str | Path, device: str = "cpu"):
+        self.config = config
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(device)
+        torch.manual_seed(config.seed)
+        self.model = build_architecture(config.architecture, config.N, config.M).to(self.device)
+        if config.init_from:
+            self.model.load_state_dict(load_state_dict_file(config.init_from))
+        main = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
+        aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
+        self.optimizer = torch.optim.Adam(main, lr=config.lr)
+        self.aux_optimizer = torch.optim.Adam(aux, lr=config.aux_lr)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.history: list[dict] = []
+        self.bank: ImageBank | None = None
+        self._stop = False
+        self.resumed = self._resume()
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.checkpoint_dir / "last.pt"
+
+    def _resume(self) -> bool:
+        if not self.checkpoint_path.exists():
+            return False
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.aux_optimizer.load_state_dict(state["aux_optimizer"])
+        self.step = int(state["step"])
+        self.history = list(state.get("history", []))
+        torch.set_rng_state(state["rng_torch"])
+        self.generator.set_state(state["rng_sampler"])
+        return True
+
+    def save_checkpoint(self) -> None:
+        state = {
+            "config": asdict(self.config),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "aux_optimizer": self.aux_optimizer.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_sampler": self.generator.get_state(),
+            "history": self.history,
+        }
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.checkpoint_path, buffer.getvalue(), force=True)
+
+    def learning_rate(self, step: int) -> float:
+        drop = step >= int(self.config.lr_drop_at * self.config.steps)
+        return self.config.lr * (self.config.lr_drop_factor if drop else 1.0)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step on a fresh random batch; returns its loss terms."""
+        if self.bank is None:
+            self.bank = ImageBank(self.config.train_dirs, self.config.patch_size)
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.step)
+        batch = self.bank.sample(self.config.batch_size, self.config.patch_size, self.generator).to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms = rate_distortion(self.model(batch), batch, self.config.lmbda)
+        terms["loss"].backward()
+        if self.config.clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.config.clip_max_norm)
+        self.optimizer.step()
+        self.aux_optimizer.zero_grad(set_to_none=True)
+        aux = self.model.aux_loss()
+        aux.backward()
+        self.aux_optimizer.step()
+        self.step += 1
+        return {k: float(v) for k, v in terms.items()} | {"aux": float(aux)}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Estimated bpp (from likelihoods, rounded latents) and PSNR on centre crops of the validation folder."""
+        if not self.config.valid_dir:
+            return {}
+        batch = center_crops(self.config.valid_dir, self.config.valid_images, self.config.valid_crop)
+        self.model.eval()
+        totals = {"loss": 0.0, "bpp": 0.0, "mse": 0.0}
+        for image in batch.split(4):
+            image = image.to(self.device)
+            terms = rate_distortion(self.model(image), image, self.config.lmbda)
+            for key in totals:
+                totals[key] += float(terms[key]) * image.shape[0] / batch.shape[0]
+        self.model.train()
+        return totals | {"psnr": psnr_from_mse(totals["mse"])}
+
+    def request_stop(self, *_args) -> None:
+        self._stop = True
+
+    def run(self, progress: bool = True, on_step: Callable[[int, dict], None] | None = None) -> dict:
+        """Train until `config.steps`, checkpointing every `checkpoint_every` steps and on SIGINT/SIGTERM."""
+        from tqdm import tqdm
+
+        previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        bar = tqdm(total=self.config.steps, initial=self.step, disable=not progress, desc="train", unit="step")
+        started = time.time()
+        ema: dict[str, float] = {}
+        try:
+            while self.step < self.config.steps and not self._stop:
+                terms = self.train_step()
+                ema = {k: v if k not in ema else 0.98 * ema[k] + 0.02 * v for k, v in terms.items()}
+                bar.update(1)
+                bar.set_postfix(loss=f"{ema['loss']:.4f}", bpp=f"{ema['bpp']:.3f}", psnr=f"{psnr_from_mse(ema['mse']):.2f}")
+                if on_step is not None:
+                    on_step(self.step, terms)
+                if self.step % self.config.validate_every == 0 or self.step == self.config.steps:
+                    record = {"step": self.step, "seconds": time.time() - started} | self.validate()
+                    self.history.append(record)
+                    bar.write(" ".join(f"{k}={v:.4g}" for k, v in record.items()))
+                if self.step % self.config.checkpoint_every == 0:
+                    self.save_checkpoint()
+        finally:
+            self.save_checkpoint()
+            bar.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return {"step": self.step, "finished": self.step >= self.config.steps, "history": self.history}
+
+    def export(self, path: str | Path, card: dict | None = None) -> torch.nn.Module:
+        """Write fp16 weights plus a JSON model card describing this run."""
+        card = {
+            "architecture": self.config.architecture,
+            "N": self.config.N,
+            "M": self.config.M,
+            "lmbda": self.config.lmbda,
+            "steps": self.step,
+            "seed": self.config.seed,
+            "training_data": [str(Path(d).name) for d in self.config.train_dirs],
+            "batch_size": self.config.batch_size,
+            "patch_size": self.config.patch_size,
+            "last_validation": self.history[-1] if self.history else None,
+        } | (card or {})
+        return export_weights(self.model, path, card)

@@ -1,0 +1,39 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("LATENTFIT_DATA", ROOT.parent / "shared" / "data"))
+KODAK = DATA / "kodak"
+
+
+def kodak_image(name: str = "kodim23.png") -> Path:
+    path = KODAK / name
+    if not path.is_file():
+        pytest.skip(f"Kodak data not found at {path} (set LATENTFIT_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundled_model():
+    from latentfit import load_model
+
+    return load_model()
+
+
+@pytest.fixture(scope="session")
+def kodak_crop():
+    """A 128x192 crop of kodim23 (a real photo, small enough for many refinement steps)."""
+    from latentfit import load_image
+    from latentfit.imageio import LoadedImage
+
+    image = load_image(kodak_image())
+    return LoadedImage(image.tensor[..., 200:328, 300:492].contiguous(), "RGB")
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.set_num_threads(2)
+    yield
