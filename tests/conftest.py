@@ -35,5 +35,5 @@ def kodak_crop():
 
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("LATENTFIT_TEST_THREADS", "2")))
     yield

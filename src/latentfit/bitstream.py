@@ -11,6 +11,7 @@ Layout (big-endian), version 1::
     height       4  image height in pixels (unpadded)
     width        4  image width in pixels
     n_latents    1  then per latent: h (2), w (2)   (y first, then z)
+    index_crc    4  CRC-32 of the encoder's scale-table indexes (0 without a hyperprior)
     n_strings    1  then per string: length (4), bytes
     crc32        4  CRC-32 of everything before it
 
@@ -46,6 +47,7 @@ class Bitstream:
     latent_shapes: list[tuple[int, int]]
     strings: list[bytes]
     grayscale: bool = False
+    index_checksum: int = 0
     version: int = VERSION
     extra: dict = field(default_factory=dict)
 
@@ -64,6 +66,7 @@ class Bitstream:
             "latent_shapes": [list(s) for s in self.latent_shapes],
             "string_bytes": [len(s) for s in self.strings],
             "grayscale": self.grayscale,
+            "index_checksum": f"{self.index_checksum:08x}",
         }
 
 
@@ -91,6 +94,7 @@ def to_bytes(stream: Bitstream) -> bytes:
         struct.pack(">II", stream.height, stream.width),
         struct.pack(">B", len(stream.latent_shapes)),
         *(struct.pack(">HH", h, w) for h, w in stream.latent_shapes),
+        struct.pack(">I", stream.index_checksum),
         struct.pack(">B", len(stream.strings)),
     ]
     for string in stream.strings:
@@ -149,6 +153,7 @@ def from_bytes(data: bytes, source: str = "bitstream") -> Bitstream:
     if not 1 <= n_latents <= 4:
         raise BitstreamError(f"{source}: {n_latents} latent tensors (expected 1 to 4)")
     shapes = [tuple(reader.unpack(">HH", "latent shape")) for _ in range(n_latents)]
+    (index_checksum,) = reader.unpack(">I", "index checksum")
     (n_strings,) = reader.unpack(">B", "string count")
     if n_strings != n_latents:
         raise BitstreamError(f"{source}: {n_strings} coded strings for {n_latents} latents")
@@ -158,4 +163,5 @@ def from_bytes(data: bytes, source: str = "bitstream") -> Bitstream:
         strings.append(reader.take(length, f"string {index} ({length} bytes)"))
     if reader.pos != len(body):
         raise BitstreamError(f"{source}: {len(body) - reader.pos} unexpected trailing bytes")
-    return Bitstream(name, quality, digest, height, width, shapes, strings, bool(flags & FLAG_GRAYSCALE), version)
+    return Bitstream(name, quality, digest, height, width, shapes, strings, bool(flags & FLAG_GRAYSCALE),
+                     index_checksum, version)

@@ -52,8 +52,8 @@ def _progress_bar(enabled: bool, label: str):
 
 @app.command()
 def encode(
-    input: Path = typer.Argument(..., help="Image to compress (PNG, JPEG, WebP, ...)."),
-    output: Path = typer.Option(..., "-o", "--output", help="The .lfc file to write."),
+    input: Path = typer.Argument(..., help="Image to compress (PNG, JPEG, WebP, ...), or a folder of images."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .lfc file to write (a folder for a folder)."),
     model: Optional[str] = typer.Option(None, help="Model name (default: the bundled latentfit-msh)."),
     quality: Optional[int] = typer.Option(None, help="Model quality (default: 2 for latentfit-msh)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Use the weights in this file instead of a named model."),
@@ -81,25 +81,44 @@ def encode(
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
 ) -> None:
-    """Compress an image into a .lfc file, refining its latents first."""
-    import dataclasses
+    """Compress an image (or every image in a folder) into .lfc files, refining the latents first.
 
-    from .codec import encode as encode_image
-    from .imageio import atomic_write_bytes, load_image
+    With a folder as INPUT, OUTPUT is a folder; files already encoded there are skipped, so an
+    interrupted run continues where it stopped (each file is written atomically).
+    """
     from .models.registry import load_model
     from .refine import RefinementConfig
 
-    _check_output(output, force)
-    if trace is not None:
-        _check_output(trace, force)
+    batch = input.is_dir()
+    if batch:
+        if output.exists() and not output.is_dir():
+            raise LatentfitError(f"{output}: must be a folder when the input is a folder")
+        if trace is not None:
+            raise LatentfitError("--trace takes a single image, not a folder")
+    else:
+        _check_output(output, force)
+        if trace is not None:
+            _check_output(trace, force)
     _set_threads(threads)
-    image = load_image(input)
     latent_model = load_model(model, quality, checkpoint, device=_device(device))
     config = RefinementConfig(method=method, steps=steps, lr=lr, lmbda=lmbda, seed=seed,
                               evaluate_every=evaluate_every, variables=variables, time_budget=time_budget,
                               proxy_options={"a": a, "factor": factor, "power": power, "hard": hard})
     config.schedule = _schedule(method, config.proxy_options, tau_max, tau_rate, t0, tau_min)
-    update, close = _progress_bar(progress and sys.stderr.isatty(), f"{method} {input.name}")
+    if not batch:
+        stats = _encode_file(input, output, latent_model, config, force, trace, progress, device)
+        _report(stats, as_json)
+        return
+    _encode_folder(input, output, latent_model, config, force, progress, device, as_json)
+
+
+def _encode_file(input: Path, output: Path, latent_model, config, force: bool, trace: Optional[Path],
+                 progress: bool, device: str) -> dict:
+    from .codec import encode as encode_image
+    from .imageio import atomic_write_bytes, load_image
+
+    image = load_image(input)
+    update, close = _progress_bar(progress and sys.stderr.isatty(), f"{config.method} {input.name}")
     try:
         result = encode_image(image, latent_model, config, progress=update)
     finally:
@@ -111,14 +130,44 @@ def encode(
                                              indent=1).encode(), force=force)
     for note in image.notes:
         typer.echo(f"latentfit: note: {note}", err=True)
+    return stats
+
+
+def _report(stats: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(stats))
     else:
         typer.echo(
-            f"{output}: {stats['bytes']} bytes, {stats['bpp']:.4f} bpp, PSNR {stats['psnr']:.2f} dB "
+            f"{stats['output']}: {stats['bytes']} bytes, {stats['bpp']:.4f} bpp, PSNR {stats['psnr']:.2f} dB "
             f"(true loss {stats['true_loss_initial']:.4f} -> {stats['true_loss_final']:.4f}, "
-            f"{method}, {stats['steps_run']} steps, {stats['seconds']:.1f} s)"
+            f"{stats['method']}, {stats['steps_run']} steps, {stats['seconds']:.1f} s)"
         )
+
+
+def _encode_folder(folder: Path, outdir: Path, latent_model, config, force: bool, progress: bool, device: str,
+                   as_json: bool) -> None:
+    """Encode every image of `folder` into `outdir`, skipping files a previous run completed."""
+    from tqdm import tqdm
+
+    from .bitstream import from_bytes
+    from .imageio import list_images
+
+    images = list_images(folder)
+    if not images:
+        raise LatentfitError(f"{folder}: no images found")
+    outdir.mkdir(parents=True, exist_ok=True)
+    skipped = 0
+    with tqdm(images, desc="encode", unit="image", disable=not (progress and sys.stderr.isatty()),
+              file=sys.stderr) as bar:
+        for path in bar:
+            target = outdir / f"{path.stem}.lfc"
+            if target.exists() and not force:
+                from_bytes(target.read_bytes(), str(target))  # a damaged file is reported, not skipped
+                skipped += 1
+                continue
+            _report(_encode_file(path, target, latent_model, config, force, None, False, device), as_json)
+    if skipped:
+        typer.echo(f"latentfit: {skipped} of {len(images)} already encoded in {outdir}, skipped", err=True)
 
 
 def _device(name: str):
@@ -274,14 +323,27 @@ def _root() -> None:
     """Content-adaptive neural image compression: refine a learned codec's latents at encode time."""
 
 
+class Interrupted(BaseException):
+    """Ctrl-C / SIGTERM, raised past the CLI framework (which would print "Aborted!" and exit 1)."""
+
+
+def _interrupt(signum, frame) -> None:
+    raise Interrupted()
+
+
 def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2, Ctrl-C exit code 130."""
+    import signal
+
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app(standalone_mode=True)
     except LatentfitError as exc:
         typer.echo(f"latentfit: error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("latentfit: interrupted (no output written)", err=True)
+    except Interrupted:
+        typer.echo("latentfit: interrupted (files in progress were not written)", err=True)
         sys.exit(130)
 
 

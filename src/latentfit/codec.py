@@ -23,6 +23,10 @@ from .models.adapter import LatentModel
 from .refine import RefinementConfig, RefinementResult, refine_latents
 
 
+#: Pillow modes whose decoded output is written back as a grayscale image.
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L"})
+
+
 def pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
     """Pad (1, 3, H, W) on the bottom and right, replicating edges, to multiples of `stride`."""
     height, width = x.shape[-2:]
@@ -53,10 +57,10 @@ def encode(
     x = image.tensor.to(model.device)
     x_padded = pad_to_multiple(x, model.stride)
     result = refine_latents(model, x, config, x_padded=x_padded, progress=progress)
-    strings, shapes = model.compress(result.latents)
+    strings, shapes, index_checksum = model.compress(result.latents)
     stream = Bitstream(
         model_name=model.name, quality=model.quality, digest=model.digest, height=image.height,
-        width=image.width, latent_shapes=shapes, strings=strings, grayscale=image.source_mode in ("L", "1", "I;16", "I"),
+        width=image.width, latent_shapes=shapes, strings=strings, grayscale=image.source_mode in GRAYSCALE_MODES, index_checksum=index_checksum,
     )
     data = bitstream.to_bytes(stream)
     decoded = decode_stream(stream, model)
@@ -109,7 +113,10 @@ def check_stream_matches(stream: Bitstream, model: LatentModel, source: str = "b
 def decode_stream(stream: Bitstream, model: LatentModel, source: str = "bitstream") -> np.ndarray:
     """(H, W, 3) uint8 pixels of a parsed stream."""
     check_stream_matches(stream, model, source)
-    x_hat = model.decompress(stream.strings, stream.latent_shapes)
+    try:
+        x_hat = model.decompress(stream.strings, stream.latent_shapes, stream.index_checksum)
+    except BitstreamError as exc:
+        raise BitstreamError(f"{source}: {exc}") from None
     return to_uint8(x_hat[..., : stream.height, : stream.width])
 
 

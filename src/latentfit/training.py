@@ -193,7 +193,7 @@ class Trainer:
         aux.backward()
         self.aux_optimizer.step()
         self.step += 1
-        return {k: float(v) for k, v in terms.items()} | {"aux": float(aux)}
+        return {k: v.item() for k, v in terms.items()} | {"aux": aux.item()}
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

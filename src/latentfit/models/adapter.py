@@ -7,6 +7,7 @@ Every quantity is computed by the model's own modules, so the hard-quantised pat
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,12 +17,16 @@ from compressai.entropy_models import EntropyBottleneck
 from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
 from torch import Tensor, nn
 
-from ..errors import LatentfitError
+from ..errors import BitstreamError, LatentfitError
 from .architectures import architecture_of
 from .weights import weights_digest
 
 #: A quantisation proxy applied to offset latents `v` (`v = y − μ` or `v = z − median`).
 Relaxation = Callable[[Tensor], Tensor]
+
+
+class IndexMismatchError(BitstreamError):
+    """The decoder's scale indexes differ from the encoder's: decoding would give garbage."""
 
 
 @dataclass
@@ -165,24 +170,40 @@ class LatentModel:
         return self.rate_distortion(latents, x, lmbda, torch.round, clamp=True)
 
     # -- entropy coding ------------------------------------------------------------------------
-    @torch.no_grad()
-    def compress(self, latents: Latents) -> tuple[list[bytes], list[tuple[int, int]]]:
-        """Entropy-code given latents: returns the strings and the spatial shape of each latent.
+    @staticmethod
+    def index_checksum(indexes: Tensor | None) -> int:
+        """CRC-32 of the scale-table indexes that select each symbol's CDF (0 without a hyperprior).
 
-        For `latents = analysis(x)` this is byte-identical to the model's own `compress(x)`.
+        Encoder and decoder compute these from `h_s(ẑ)` in floating point; if a platform or thread
+        count rounds one scale across a table boundary the entropy decoder would silently desync
+        (CompressAI's known cross-platform failure). Storing the checksum turns that into an error.
+        """
+        if indexes is None:
+            return 0
+        return zlib.crc32(indexes.detach().to(torch.int32).cpu().numpy().tobytes())
+
+    def _hyper_decode(self, z_hat: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        scales, means = self._entropy_parameters(z_hat)
+        return scales, means, self.model.gaussian_conditional.build_indexes(scales)
+
+    @torch.no_grad()
+    def compress(self, latents: Latents) -> tuple[list[bytes], list[tuple[int, int]], int]:
+        """Entropy-code given latents: the strings, each latent's spatial shape, the index checksum.
+
+        For `latents = analysis(x)` the strings are byte-identical to the model's own `compress(x)`.
         """
         model = self.model
         if latents.y.shape[0] != 1:
             raise LatentfitError("compress takes one image at a time")
         if not self.has_hyperprior:
             strings = model.entropy_bottleneck.compress(latents.y)
-            return [strings[0]], [tuple(latents.y.shape[-2:])]
+            return [strings[0]], [tuple(latents.y.shape[-2:])], 0
         z_strings = model.entropy_bottleneck.compress(latents.z)
         z_hat = model.entropy_bottleneck.decompress(z_strings, latents.z.shape[-2:])
-        scales, means = self._entropy_parameters(z_hat)
-        indexes = model.gaussian_conditional.build_indexes(scales)
+        _, means, indexes = self._hyper_decode(z_hat)
         y_strings = model.gaussian_conditional.compress(latents.y, indexes, means=means)
-        return [y_strings[0], z_strings[0]], [tuple(latents.y.shape[-2:]), tuple(latents.z.shape[-2:])]
+        shapes = [tuple(latents.y.shape[-2:]), tuple(latents.z.shape[-2:])]
+        return [y_strings[0], z_strings[0]], shapes, self.index_checksum(indexes)
 
     def latent_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
         """Spatial shapes of the latents for a padded image of `height` x `width`."""
@@ -190,7 +211,22 @@ class LatentModel:
         return [y_shape, (height // 64, width // 64)] if self.has_hyperprior else [y_shape]
 
     @torch.no_grad()
-    def decompress(self, strings: list[bytes], shapes: list[tuple[int, int]]) -> Tensor:
-        """`x̂ = g_s(ŷ)` clamped to [0, 1], from the strings written by `compress`."""
-        output = self.model.decompress([[s] for s in strings], shapes[-1])
-        return output["x_hat"]
+    def decompress(self, strings: list[bytes], shapes: list[tuple[int, int]], index_checksum: int | None = None) -> Tensor:
+        """`x̂ = g_s(ŷ)` clamped to [0, 1], from the strings written by `compress` (mirrors it).
+
+        With `index_checksum`, refuses (IndexMismatchError) when this machine's scale indexes differ
+        from the encoder's, instead of decoding garbage.
+        """
+        model = self.model
+        if not self.has_hyperprior:
+            y_hat = model.entropy_bottleneck.decompress([strings[0]], shapes[0])
+        else:
+            z_hat = model.entropy_bottleneck.decompress([strings[1]], shapes[1])
+            _, means, indexes = self._hyper_decode(z_hat)
+            if index_checksum is not None and self.index_checksum(indexes) != index_checksum:
+                raise IndexMismatchError(
+                    "entropy-model scales computed here differ from the encoder's (floating-point differences "
+                    "between machines); refusing to decode a garbled image"
+                )
+            y_hat = model.gaussian_conditional.decompress([strings[0]], indexes, means=means)
+        return model.g_s(y_hat).clamp_(0, 1)

@@ -1,0 +1,187 @@
+"""The command line as users run it: real processes, exit codes, one-line errors, no partial files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import kodak_image
+
+
+def run(*args, cwd=None):
+    env = dict(os.environ, LATENTFIT_OFFLINE="1", OMP_NUM_THREADS=os.environ.get("LATENTFIT_TEST_THREADS", "2"))
+    return subprocess.run([sys.executable, "-m", "latentfit.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+def assert_clean_failure(proc, *fragments):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("latentfit: error:")]
+    assert len(error_lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0]
+
+
+@pytest.fixture(scope="module")
+def crop_png(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "crop.png"
+    with Image.open(kodak_image()) as img:
+        img.crop((300, 200, 492, 328)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def encoded(crop_png, tmp_path_factory):
+    out = tmp_path_factory.mktemp("enc") / "crop.lfc"
+    proc = run("encode", crop_png, "-o", out, "--method", "sga+ssl", "--steps", "20", "--seed", "7", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return out, json.loads(proc.stdout)
+
+
+def test_encode_json_reports_the_real_file(encoded):
+    out, stats = encoded
+    size = out.stat().st_size
+    assert stats["bytes"] == size
+    assert stats["bpp"] == pytest.approx(8 * size / (192 * 128))
+    assert stats["true_loss_final"] < stats["true_loss_initial"]
+    assert stats["seed"] == 7 and stats["method"] == "sga+ssl" and stats["steps"] == 20
+    for key in ("psnr", "ms_ssim", "lmbda", "seconds"):
+        assert key in stats
+
+
+def test_decode_writes_the_image_encode_measured(encoded, crop_png, tmp_path):
+    out, stats = encoded
+    png = tmp_path / "back.png"
+    proc = run("decode", out, "-o", png)
+    assert proc.returncode == 0, proc.stderr
+    decoded = np.asarray(Image.open(png))
+    original = np.asarray(Image.open(crop_png))
+    assert decoded.shape == original.shape
+    mse = np.mean((decoded.astype(float) - original.astype(float)) ** 2)
+    assert 10 * np.log10(255**2 / mse) == pytest.approx(stats["psnr"], abs=1e-9)
+
+
+def test_info_needs_no_model(encoded):
+    out, _ = encoded
+    proc = run("info", out, "--json")
+    fields = json.loads(proc.stdout)
+    assert fields["width"] == 192 and fields["height"] == 128 and fields["model"] == "latentfit-msh"
+    assert fields["bytes"] == out.stat().st_size
+
+
+def test_existing_output_is_not_overwritten_without_force(encoded, crop_png):
+    out, _ = encoded
+    before = out.read_bytes()
+    proc = run("encode", crop_png, "-o", out, "--steps", "0")
+    assert_clean_failure(proc, str(out), "already exists")
+    assert out.read_bytes() == before
+    assert run("encode", crop_png, "-o", out, "--method", "none", "--force").returncode == 0
+    assert out.read_bytes() != before
+
+
+@pytest.mark.parametrize("content,message", [(None, "no such file"), (b"hello, not an image", "not a readable image")])
+def test_bad_image_input(tmp_path, content, message):
+    source = tmp_path / "in.png"
+    if content is not None:
+        source.write_bytes(content)
+    proc = run("encode", source, "-o", tmp_path / "out.lfc")
+    assert_clean_failure(proc, "in.png", message)
+    assert list(tmp_path.iterdir()) == ([source] if content is not None else [])
+
+
+def test_damaged_files_are_refused_without_output(encoded, tmp_path):
+    out, _ = encoded
+    data = out.read_bytes()
+    cases = {"truncated.lfc": data[: len(data) // 2], "flipped.lfc": data[:40] + bytes([data[40] ^ 4]) + data[41:],
+             "empty.lfc": b""}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        proc = run("decode", tmp_path / name, "-o", tmp_path / "x.png")
+        assert_clean_failure(proc, name)
+        assert not (tmp_path / "x.png").exists()
+
+
+def test_file_from_other_weights_is_refused(encoded, tmp_path):
+    from latentfit.models.architectures import build_architecture
+    from latentfit.models.weights import export_weights
+
+    out, _ = encoded
+    other = tmp_path / "other.pt"
+    import torch
+
+    torch.manual_seed(0)
+    export_weights(build_architecture("mbt2018-mean", 128, 192), other, {"name": "latentfit-msh", "quality": 2})
+    proc = run("decode", out, "-o", tmp_path / "x.png", "--checkpoint", other)
+    assert_clean_failure(proc, "other weights")
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16"])
+def test_grayscale_alpha_and_16_bit_inputs_are_converted_and_said(tmp_path, mode):
+    with Image.open(kodak_image()) as img:
+        crop = img.crop((0, 0, 70, 50))
+    if mode == "I;16":
+        gray = np.asarray(crop.convert("L"), dtype=np.uint16) * 257
+        converted = Image.fromarray(gray)
+        assert converted.mode == "I;16"
+    else:
+        converted = crop.convert(mode)
+    source = tmp_path / "in.png"
+    converted.save(source)
+    proc = run("encode", source, "-o", tmp_path / "o.lfc", "--method", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert "latentfit: note:" in proc.stderr
+    assert run("decode", tmp_path / "o.lfc", "-o", tmp_path / "o.png").returncode == 0
+    decoded = Image.open(tmp_path / "o.png")
+    assert decoded.size == (70, 50)
+    assert decoded.mode == ("L" if mode in ("L", "I;16") else "RGB")
+
+
+def test_unknown_model_and_method_are_one_line_errors(crop_png, tmp_path):
+    assert_clean_failure(run("encode", crop_png, "-o", tmp_path / "a.lfc", "--model", "nope"), "unknown model 'nope'")
+    assert_clean_failure(run("encode", crop_png, "-o", tmp_path / "a.lfc", "--method", "sgaa"), "unknown method")
+    assert not (tmp_path / "a.lfc").exists()
+
+
+def test_folder_encoding_survives_an_interrupt_and_resumes(tmp_path):
+    import signal
+    import time
+
+    from latentfit.bitstream import from_bytes
+
+    source = tmp_path / "in"
+    source.mkdir()
+    with Image.open(kodak_image()) as img:
+        for index in range(3):
+            img.crop((index * 100, 0, index * 100 + 96, 64)).save(source / f"img{index}.png")
+    outdir = tmp_path / "out"
+    args = ["encode", source, "-o", outdir, "--method", "sga+ssl", "--steps", "100000", "--time-budget", "3"]
+    env = dict(os.environ, LATENTFIT_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-m", "latentfit.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 240
+    while not (outdir / "img0.lfc").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    finished = sorted(outdir.iterdir())
+    assert [p.name for p in finished] == ["img0.lfc"]  # nothing half-written, no temporary files
+    from_bytes(finished[0].read_bytes())
+    first_mtime = finished[0].stat().st_mtime_ns
+
+    rerun = run("encode", source, "-o", outdir, "--method", "none", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "1 of 3 already encoded" in rerun.stderr
+    assert [json.loads(line)["input"].endswith(name) for line, name in
+            zip(rerun.stdout.splitlines(), ["img1.png", "img2.png"])] == [True, True]
+    assert sorted(p.name for p in outdir.iterdir()) == ["img0.lfc", "img1.lfc", "img2.lfc"]
+    assert (outdir / "img0.lfc").stat().st_mtime_ns == first_mtime

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+
+from latentfit import RefinementConfig, decode, encode, load_image
+from latentfit.codec import pad_to_multiple
+from latentfit.imageio import LoadedImage, to_uint8
+from latentfit.metrics import bits_per_pixel, psnr
+
+from .conftest import kodak_image
+
+
+def test_none_is_byte_identical_to_compressai(bundled_model):
+    image = load_image(kodak_image())
+    result = encode(image, bundled_model, RefinementConfig(method="none"))
+    own = bundled_model.model.compress(pad_to_multiple(image.tensor, bundled_model.stride))
+    assert result.stream.strings == [own["strings"][0][0], own["strings"][1][0]]
+    reference = bundled_model.model.decompress(own["strings"], own["shape"])["x_hat"]
+    assert np.array_equal(decode(result.data, bundled_model), to_uint8(reference))
+
+
+def test_decoded_image_is_the_one_the_true_loss_was_computed_on(bundled_model, kodak_crop):
+    config = RefinementConfig(method="sga+ssl", steps=30, evaluate_every=10, seed=5)
+    result = encode(kodak_crop, bundled_model, config)
+    true = bundled_model.true_rate_distortion(result.refinement.latents, kodak_crop.tensor, result.refinement.lmbda)
+    assert np.array_equal(decode(result.data, bundled_model), to_uint8(true.x_hat))
+    assert np.array_equal(result.decoded, to_uint8(true.x_hat))
+    assert float(true.loss) == pytest.approx(result.stats["true_loss_final"], rel=1e-6)
+
+
+def test_reported_figures_describe_the_real_file(bundled_model, kodak_crop):
+    result = encode(kodak_crop, bundled_model, RefinementConfig(method="none"))
+    assert result.stats["bytes"] == len(result.data)
+    assert result.stats["bpp"] == bits_per_pixel(len(result.data), 128, 192)
+    assert result.stats["psnr"] == pytest.approx(psnr(to_uint8(kodak_crop.tensor), decode(result.data, bundled_model)))
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (17, 33), (65, 64), (100, 7)])
+def test_any_image_size_round_trips_to_the_same_size(bundled_model, height, width):
+    generator = torch.Generator().manual_seed(height * 1000 + width)
+    tensor = torch.rand(1, 3, height, width, generator=generator)
+    result = encode(LoadedImage(tensor, "RGB"), bundled_model, RefinementConfig(method="sga+ssl", steps=3))
+    pixels = decode(result.data, bundled_model)
+    assert pixels.shape == (height, width, 3)
+    assert np.array_equal(pixels, result.decoded)
+
+
+def test_same_seed_same_file_other_seed_other_file(bundled_model, kodak_crop):
+    config = dict(method="sga+ssl", steps=20, evaluate_every=20)
+    first = encode(kodak_crop, bundled_model, RefinementConfig(seed=1, **config))
+    again = encode(kodak_crop, bundled_model, RefinementConfig(seed=1, **config))
+    other = encode(kodak_crop, bundled_model, RefinementConfig(seed=2, **config))
+    assert first.data == again.data
+    assert first.stats["seed"] == 1
+    assert first.refinement.trace_dicts()[-1]["proxy_loss"] != other.refinement.trace_dicts()[-1]["proxy_loss"]
+
+
+def test_scale_drift_between_machines_is_refused_not_decoded_as_garbage(bundled_model, kodak_crop, monkeypatch):
+    from latentfit.bitstream import BitstreamError
+
+    result = encode(kodak_crop, bundled_model, RefinementConfig(method="none"))
+    original = type(bundled_model)._entropy_parameters
+
+    def drifted(self, z_hat):  # what another platform's float rounding could do to h_s(ẑ)
+        scales, means = original(self, z_hat)
+        return scales * 1.01, means
+
+    monkeypatch.setattr(type(bundled_model), "_entropy_parameters", drifted)
+    with pytest.raises(BitstreamError, match="differ from the encoder's"):
+        decode(result.data, bundled_model, "drift.lfc")
+
+
+def test_decoding_in_another_process_with_another_thread_count_is_identical(bundled_model, kodak_crop, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    torch.set_num_threads(2)
+    result = encode(kodak_crop, bundled_model, RefinementConfig(method="sga+ssl", steps=5))
+    (tmp_path / "a.lfc").write_bytes(result.data)
+    code = ("import torch, sys; torch.set_num_threads(1); from latentfit.cli import main; "
+            "sys.argv=['latentfit','decode',sys.argv[1],'-o',sys.argv[2]]; main()")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.lfc"), str(tmp_path / "a.png")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), result.decoded)

@@ -1,0 +1,92 @@
+import json
+import os
+
+import pytest
+import torch
+
+from latentfit import load_image, load_model
+from latentfit.errors import LatentfitError, ModelNotAvailableError
+from latentfit.models import registry
+from latentfit.models.architectures import build_architecture
+from latentfit.models.weights import load_state_dict_file, weights_digest
+
+from .conftest import kodak_image
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torch.hub.set_dir(str(tmp_path / "torch" / "hub"))
+    yield tmp_path / "torch" / "hub" / "checkpoints"
+    torch.hub.set_dir(os.path.join(os.path.expanduser("~"), ".cache", "torch", "hub"))
+
+
+def test_zoo_model_loads_offline_from_the_torch_hub_cache(torch_home):
+    from compressai.zoo.image import model_urls
+
+    torch.manual_seed(0)
+    model = build_architecture("bmshj2018-factorized", 128, 192)
+    model.update(force=True)
+    torch_home.mkdir(parents=True)
+    torch.save(model.state_dict(), torch_home / os.path.basename(model_urls["bmshj2018-factorized"]["mse"][1]))
+    loaded = load_model("bmshj2018-factorized", 1, download=False)
+    assert loaded.source == "zoo" and loaded.lmbda == 0.0018 and loaded.stride == 16
+    assert loaded.digest == weights_digest(model)
+    listed = [s for s in registry.available_models() if s.source == "zoo"]
+    assert [(s.name, s.quality) for s in listed] == [("bmshj2018-factorized", 1)]
+
+
+def test_missing_zoo_weights_name_the_expected_cache_file(torch_home):
+    with pytest.raises(ModelNotAvailableError, match=r"mbt2018-mean-3-723404a8\.pth\.tar"):
+        load_model("mbt2018-mean", 3, download=False)
+
+
+def test_a_checkpoint_that_needs_pickle_is_refused(tmp_path):
+    import argparse
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "args": argparse.Namespace(lr=1.0)}, path)
+    with pytest.raises(LatentfitError, match="evil.pt: refused, this checkpoint needs pickle"):
+        load_state_dict_file(path)
+
+
+@pytest.mark.parametrize("architecture", ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean"])
+def test_checkpoint_architecture_is_inferred_from_its_shapes(tmp_path, architecture):
+    model = build_architecture(architecture, 32, 48)
+    model.update(force=True)
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "c.pth.tar")
+    loaded = registry.load_checkpoint(tmp_path / "c.pth.tar")
+    assert loaded.architecture == architecture
+
+
+def _bundled():
+    specs = registry.bundled_models()
+    assert specs, "no bundled model found in the package"
+    return specs
+
+
+def test_bundled_default_is_used_without_arguments():
+    model = load_model()
+    assert (model.name, model.quality, model.source) == (registry.DEFAULT_MODEL, registry.DEFAULT_QUALITY, "bundled")
+
+
+@pytest.mark.parametrize("spec", _bundled(), ids=lambda s: f"{s.name}-{s.quality}")
+def test_each_bundled_model_reproduces_its_model_card(spec):
+    from latentfit import RefinementConfig, encode
+
+    stored = torch.load(spec.path, weights_only=True)
+    assert any(v.dtype == torch.float16 for v in stored.values())
+    card = json.loads(open(spec.path.replace(".pt", ".json")).read())
+    model = load_model(spec.name, spec.quality)
+    assert model.digest.hex() == card["weights_digest"]
+    reference = card["kodak_images"]["kodim23"]
+    result = encode(load_image(kodak_image("kodim23.png")), model, RefinementConfig(method="none"))
+    assert result.stats["bytes"] == pytest.approx(reference["bytes"], rel=0.002)
+    assert result.stats["psnr"] == pytest.approx(reference["psnr"], abs=0.02)
+
+
+def test_bundled_qualities_are_ordered_by_rate():
+    cards = sorted((s.quality, s.card["kodak"]["bpp"], s.card["lmbda"]) for s in _bundled())
+    assert len(cards) >= 4
+    assert [c[1] for c in cards] == sorted(c[1] for c in cards)
+    assert [c[2] for c in cards] == sorted(c[2] for c in cards)

@@ -1,0 +1,76 @@
+import math
+
+import pytest
+
+from latentfit import RefinementConfig, refine_latents
+from latentfit.codec import pad_to_multiple
+from latentfit.errors import LatentfitError
+
+
+def _refine(model, image, **config):
+    x = image.tensor
+    return refine_latents(model, x, RefinementConfig(**config), x_padded=pad_to_multiple(x, model.stride))
+
+
+def test_sga_ssl_lowers_the_true_loss_on_a_real_photo(bundled_model, kodak_crop):
+    baseline = _refine(bundled_model, kodak_crop, method="none")
+    refined = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=200, evaluate_every=10)
+    assert baseline.final.loss == baseline.initial.loss
+    assert refined.initial.loss == pytest.approx(baseline.final.loss)
+    assert refined.final.loss < 0.97 * baseline.final.loss
+    losses = [r.true_loss for r in refined.trace]
+    assert refined.final.loss == pytest.approx(min(losses))
+
+
+@pytest.mark.parametrize("method", ["uniform-noise", "sga", "sga+ssl3", "ste"])
+def test_every_method_improves_and_never_returns_worse_than_the_encoder(bundled_model, kodak_crop, method):
+    result = _refine(bundled_model, kodak_crop, method=method, steps=40, evaluate_every=5)
+    assert result.final.loss <= result.initial.loss
+    assert result.final.loss < result.initial.loss
+
+
+def test_a_diverging_run_falls_back_to_the_encoder_latents(bundled_model, kodak_crop):
+    result = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=10, lr=50.0, evaluate_every=1)
+    assert max(r.true_loss for r in result.trace[1:]) > result.initial.loss
+    assert result.final.loss == result.initial.loss
+    assert result.best_step == 0
+
+
+def test_refining_y_only_recomputes_z(bundled_model, kodak_crop):
+    result = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=40, evaluate_every=10, variables="y")
+    assert result.final.loss < result.initial.loss
+    expected_z = bundled_model.hyper_analysis(result.latents.y)
+    assert (result.latents.z - expected_z).abs().max() < 1e-5
+
+
+def test_lower_lambda_moves_towards_lower_rate(bundled_model, kodak_crop):
+    native = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=60, evaluate_every=10)
+    low = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=60, evaluate_every=10,
+                  lmbda=bundled_model.lmbda / 4)
+    assert low.lmbda == pytest.approx(bundled_model.lmbda / 4)
+    assert low.final.bpp < native.final.bpp
+
+
+def test_trace_records_the_diagnostics(bundled_model, kodak_crop):
+    result = _refine(bundled_model, kodak_crop, method="sga", steps=20, evaluate_every=5)
+    steps = [r.step for r in result.trace]
+    assert steps == [0, 5, 10, 15, 20]
+    last = result.trace_dicts()[-1]
+    assert set(last) >= {"step", "tau", "proxy_loss", "true_loss", "true_bpp", "true_psnr", "gap"}
+    assert last["gap"] == pytest.approx(last["proxy_loss"] - last["true_loss"])
+    assert result.trace[1].tau == pytest.approx(0.5)  # SGA holds τ_max until t₀ = 700
+
+
+def test_time_budget_stops_early_with_the_best_so_far(bundled_model, kodak_crop):
+    result = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=100000, time_budget=1.0)
+    assert result.stopped_by == "time_budget"
+    assert result.seconds < 1.0 + 3.0
+    assert result.final.loss <= result.initial.loss
+    assert not math.isnan(result.trace[-1].true_loss)
+
+
+@pytest.mark.parametrize("bad", [dict(steps=-1), dict(lr=0), dict(evaluate_every=0), dict(variables="z"),
+                                 dict(lmbda=-1.0), dict(time_budget=0)])
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(LatentfitError):
+        RefinementConfig(**bad)

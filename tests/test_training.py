@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from latentfit.training import TrainConfig, Trainer
+
+from .conftest import DATA
+
+
+def tiny_config(**changes) -> TrainConfig:
+    folder = DATA / "train" / "cid22-valid"
+    if not folder.is_dir():
+        pytest.skip(f"training data not found at {folder}")
+    fields = dict(train_dirs=[str(folder)], architecture="mbt2018-mean", N=16, M=24, lmbda=0.01, steps=40,
+                  batch_size=4, patch_size=64, lr=1e-3, checkpoint_every=1000, validate_every=1000, seed=3)
+    fields.update(changes)
+    return TrainConfig(**fields)
+
+
+def test_tiny_model_learns(tmp_path):
+    trainer = Trainer(tiny_config(), tmp_path)
+    losses = [trainer.train_step()["loss"] for _ in range(40)]
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+def test_resumed_run_continues_exactly(tmp_path):
+    straight = Trainer(tiny_config(steps=4), tmp_path / "a")
+    straight_losses = [straight.train_step()["loss"] for _ in range(4)]
+
+    first = Trainer(tiny_config(steps=4), tmp_path / "b")
+    first.train_step(), first.train_step()
+    first.save_checkpoint()
+    torch.manual_seed(12345)  # a fresh process would have other global RNG state
+    resumed = Trainer(tiny_config(steps=4), tmp_path / "b")
+    assert resumed.resumed and resumed.step == 2
+    assert [resumed.train_step()["loss"] for _ in range(2)] == straight_losses[2:]
+
+
+def test_run_stops_at_its_step_count_and_exports_loadable_weights(tmp_path):
+    from latentfit.models.registry import load_checkpoint
+    from latentfit.models.weights import weights_digest
+
+    trainer = Trainer(tiny_config(steps=3, valid_dir=str(DATA / "train" / "cid22-valid"), valid_images=2,
+                                  valid_crop=64, validate_every=3), tmp_path / "run")
+    result = trainer.run(progress=False)
+    assert result["finished"] and result["step"] == 3 and result["history"][-1]["step"] == 3
+    exported = trainer.export(tmp_path / "w.pt", {"name": "tiny", "quality": 1})
+    loaded = load_checkpoint(tmp_path / "w.pt")
+    assert loaded.name == "tiny" and loaded.lmbda == pytest.approx(0.01)
+    assert loaded.digest == weights_digest(exported)
+    stored = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert stored["g_a.0.weight"].dtype == torch.float16

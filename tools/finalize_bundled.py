@@ -1,0 +1,70 @@
+"""Measure exported `latentfit-msh` weights on Kodak and install them into the package.
+
+For each `<export>/latentfit-msh-<q>.pt`, encodes all 24 Kodak images with method `none` (real
+files), writes the Kodak bpp / PSNR / MS-SSIM averages and the per-image figures of kodim23 into the
+model card, copies weights + card to `src/latentfit/weights/`, and prints the BD-rate against
+CompressAI's published bmshj2018-factorized and mbt2018-mean curves.
+
+Usage: python tools/finalize_bundled.py [EXPORT_DIR] [KODAK_DIR]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import bjontegaard as bd
+import numpy as np
+
+import latentfit
+from latentfit.imageio import list_images
+from latentfit.models.registry import BUNDLED_DIR, load_checkpoint
+
+# CompressAI's published Kodak curves (bpp, PSNR-RGB), MSE models.
+BMSHJ2018_FACTORIZED = [(0.123, 26.91), (0.189, 28.22), (0.288, 29.62), (0.440, 31.28), (0.648, 32.96),
+                        (0.967, 35.38), (1.351, 37.40), (1.833, 39.62)]
+MBT2018_MEAN = [(0.124, 27.70), (0.198, 29.36), (0.307, 31.13), (0.461, 32.95), (0.662, 34.97), (0.914, 36.91)]
+
+
+def measure(weights: Path, kodak: Path) -> dict:
+    model = load_checkpoint(weights)
+    per_image = {}
+    for path in list_images(kodak):
+        result = latentfit.encode(latentfit.load_image(path), model, latentfit.RefinementConfig(method="none"))
+        per_image[path.stem] = {k: result.stats[k] for k in ("bytes", "bpp", "psnr", "ms_ssim")}
+    mean = {k: float(np.mean([v[k] for v in per_image.values()])) for k in ("bpp", "psnr", "ms_ssim")}
+    return {"kodak": mean | {"images": len(per_image), "method": "none"}, "kodak_images": {"kodim23": per_image["kodim23"]}}
+
+
+def bd_rate(points, anchor) -> float:
+    points, anchor = sorted(points), sorted(anchor)
+    return float(bd.bd_rate([p[0] for p in anchor], [p[1] for p in anchor], [p[0] for p in points],
+                            [p[1] for p in points], method="akima", require_matching_points=False))
+
+
+def main() -> None:
+    export = Path(sys.argv[1] if len(sys.argv) > 1 else Path.home() / ".cache/latentfit/training/export")
+    kodak = Path(sys.argv[2] if len(sys.argv) > 2 else os.environ.get("LATENTFIT_DATA", "../shared/data") + "/kodak")
+    points = []
+    for weights in sorted(export.glob("latentfit-msh-*.pt")):
+        card = json.loads(weights.with_suffix(".json").read_text())
+        card |= measure(weights, kodak)
+        card["training_data"] = ["CID22 train (206)", "BSDS500 (500)"]
+        shutil.copyfile(weights, BUNDLED_DIR / weights.name)
+        (BUNDLED_DIR / weights.with_suffix(".json").name).write_text(json.dumps(card, indent=2) + "\n")
+        points.append((card["kodak"]["bpp"], card["kodak"]["psnr"]))
+        print(f"{weights.stem}: steps {card['steps']} lambda {card['lmbda']} Kodak {card['kodak']['bpp']:.4f} bpp "
+              f"{card['kodak']['psnr']:.2f} dB MS-SSIM {card['kodak']['ms_ssim']:.4f}")
+    if len(points) >= 2:
+        for label, anchor in (("bmshj2018-factorized", BMSHJ2018_FACTORIZED), ("mbt2018-mean", MBT2018_MEAN)):
+            try:
+                print(f"BD-rate vs {label}: {bd_rate(points, anchor):+.1f} %")
+            except Exception as exc:  # curves that do not overlap in PSNR
+                print(f"BD-rate vs {label}: not computable ({exc})")
+
+
+if __name__ == "__main__":
+    main()
