@@ -1,0 +1,97 @@
+"""Per-step cost of refinement: the library's loop against the obvious one, side by side (not a test).
+
+The obvious loop: model parameters left trainable (weight gradients computed), the true loss
+evaluated every step. The library's loop (`refine_latents`): parameters frozen, true loss every k
+steps. Both run the same proxy (sga+ssl) on the same image, interleaved in blocks, and the median
+seconds per step are compared; FLOPs of one proxy step come from torch's FlopCounterMode.
+
+Usage: python benchmarks/step_speed.py [--image ../shared/data/kodak/kodim23.png] [--crop 256] [--steps 20]
+                                        [--blocks 3] [--threads 2] [--peak-gflops 150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import latentfit
+from latentfit.codec import pad_to_multiple
+from latentfit.relaxations import get_proxy
+
+
+def obvious_loop(model, x, steps: int, lr: float = 5e-3) -> list[float]:
+    """The straightforward implementation: trainable model, true loss every step."""
+    model.model.requires_grad_(True)
+    proxy = get_proxy("sga+ssl")
+    schedule = proxy.default_schedule()
+    latents = model.analysis(x)
+    y = latents.y.detach().clone().requires_grad_(True)
+    z = latents.z.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([y, z], lr=lr)
+    generator = torch.Generator().manual_seed(0)
+    times = []
+    for step in range(steps):
+        started = time.perf_counter()
+        terms = model.rate_distortion(latentfit.Latents(y, z), x, model.lmbda,
+                                      lambda v: proxy.relax(v, schedule(step), generator))
+        optimizer.zero_grad()
+        terms.loss.backward()
+        optimizer.step()
+        model.true_rate_distortion(latentfit.Latents(y.detach(), z.detach()), x, model.lmbda)
+        times.append(time.perf_counter() - started)
+    model.model.requires_grad_(False)
+    return times
+
+
+def library_loop(model, x, steps: int) -> list[float]:
+    stamps: list[float] = [time.perf_counter()]
+    latentfit.refine_latents(model, x, latentfit.RefinementConfig(method="sga+ssl", steps=steps, record_trace=False),
+                             progress=lambda *_: stamps.append(time.perf_counter()))
+    return [b - a for a, b in zip(stamps[1:], stamps[2:])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--image", default="../shared/data/kodak/kodim23.png")
+    parser.add_argument("--crop", type=int, default=256, help="centre crop side (0: full image)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--blocks", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--peak-gflops", type=float, default=0.0, help="assumed peak, for the fraction reported")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = latentfit.load_model()
+    x = latentfit.load_image(args.image).tensor
+    if args.crop:
+        top, left = (x.shape[-2] - args.crop) // 2, (x.shape[-1] - args.crop) // 2
+        x = x[..., top : top + args.crop, left : left + args.crop].contiguous()
+    x = pad_to_multiple(x, model.stride)
+
+    latents = model.analysis(x)
+    y = latents.y.clone().requires_grad_(True)
+    z = latents.z.clone().requires_grad_(True)
+    proxy = get_proxy("sga+ssl")
+    with FlopCounterMode(display=False) as counter:
+        model.rate_distortion(latentfit.Latents(y, z), x, model.lmbda, lambda v: proxy.relax(v, 1.0)).loss.backward()
+    flops = counter.get_total_flops()
+
+    obvious, library = [], []
+    for _ in range(args.blocks):
+        obvious += obvious_loop(model, x, args.steps)[1:]
+        library += library_loop(model, x, args.steps)[1:]
+    t_obvious, t_library = statistics.median(obvious), statistics.median(library)
+    gflops = flops / t_library / 1e9
+    print(f"image {args.image} {x.shape[-1]}x{x.shape[-2]}, {args.threads} threads, torch {torch.__version__}")
+    print(f"obvious loop: {t_obvious * 1000:.1f} ms/step (median of {len(obvious)})")
+    print(f"library loop: {t_library * 1000:.1f} ms/step (median of {len(library)})")
+    print(f"speed-up: {t_obvious / t_library:.2f}x; one proxy step = {flops / 1e9:.2f} GFLOP -> {gflops:.1f} GFLOP/s"
+          + (f" ({100 * gflops / args.peak_gflops:.0f}% of an assumed {args.peak_gflops:.0f} GFLOP/s peak)"
+             if args.peak_gflops else ""))
+
+
+if __name__ == "__main__":
+    main()

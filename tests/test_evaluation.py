@@ -1,0 +1,87 @@
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from latentfit.errors import LatentfitError
+from latentfit.evaluation import EvalConfig, bd_psnr, bd_rate, run_evaluation
+from latentfit.evaluation.runner import summarise
+
+from .conftest import KODAK, kodak_image
+
+CURVE = [(0.12, 27.0), (0.2, 28.6), (0.31, 30.1), (0.46, 31.8), (0.66, 33.5)]
+
+
+def test_bd_rate_of_a_curve_against_itself_is_zero():
+    assert bd_rate(CURVE, CURVE) == pytest.approx(0.0, abs=1e-9)
+    assert bd_psnr(CURVE, CURVE) == pytest.approx(0.0, abs=1e-9)
+
+
+@given(factor=st.floats(min_value=0.6, max_value=1.6))
+@settings(max_examples=30, deadline=None)
+def test_bd_rate_recovers_a_known_rate_factor(factor):
+    shifted = [(bpp * factor, psnr) for bpp, psnr in CURVE]
+    assert bd_rate(CURVE, shifted) == pytest.approx((factor - 1) * 100, abs=0.05)
+
+
+def test_bd_psnr_recovers_a_known_quality_offset():
+    assert bd_psnr(CURVE, [(bpp, psnr + 0.7) for bpp, psnr in CURVE]) == pytest.approx(0.7, abs=1e-6)
+
+
+def test_a_single_point_is_a_clear_error():
+    with pytest.raises(LatentfitError, match="at least 2 points"):
+        bd_rate(CURVE, CURVE[:1])
+
+
+@pytest.fixture
+def tiny_eval():
+    kodak_image()
+    return EvalConfig(datasets=[str(KODAK)], qualities=[2], methods=["none", "sga+ssl"], steps=[6], crop=(64, 64),
+                      limit=3, seed=1)
+
+
+def test_interrupted_evaluation_resumes_without_recomputing(tiny_eval, tmp_path):
+    full = run_evaluation(tiny_eval, tmp_path / "straight")
+
+    calls = []
+
+    def stop_after_two(done, total):
+        calls.append(done)
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluation(tiny_eval, tmp_path / "resumed", progress=stop_after_two)
+    journal = (tmp_path / "resumed" / "cells.jsonl").read_text().splitlines()
+    assert len(journal) == 2
+    recomputed = []
+    resumed = run_evaluation(tiny_eval, tmp_path / "resumed", progress=lambda done, total: recomputed.append(done))
+    assert len(recomputed) == len(full) - 2
+    strip = lambda records: {r["cell"]: {k: v for k, v in r.items() if "seconds" not in k and k != "trace"}  # noqa: E731
+                             for r in records}
+    assert strip(resumed) == strip(full)
+    assert len((tmp_path / "resumed" / "cells.jsonl").read_text().splitlines()) == len(full)
+
+
+def test_results_of_another_configuration_are_refused(tiny_eval, tmp_path):
+    tiny_eval.limit = 1
+    tiny_eval.methods = ["none"]
+    run_evaluation(tiny_eval, tmp_path)
+    tiny_eval.lr = 1e-2
+    with pytest.raises(LatentfitError, match="another configuration"):
+        run_evaluation(tiny_eval, tmp_path)
+
+
+def test_summary_writes_compressai_results_and_bd_table(tmp_path):
+    records = []
+    for quality, (bpp, psnr) in enumerate(CURVE[:3], 1):
+        for method, factor in (("none", 1.0), ("sga+ssl", 0.9)):
+            records.append({"model": "m", "method": method, "steps": 0 if method == "none" else 500,
+                            "quality": quality, "bpp": bpp * factor, "psnr": psnr, "ms_ssim": 0.9, "seconds": 1.0})
+    summary = summarise(records, tmp_path)
+    document = json.loads((tmp_path / "m-sga+ssl-500.json").read_text())
+    assert document["name"] == "m-sga+ssl-500" and set(document["results"]) >= {"bpp", "psnr-rgb", "ms-ssim-rgb"}
+    assert summary["bd_rates"][0]["bd_rate"] == pytest.approx(-10.0, abs=0.05)
+    assert not math.isnan(json.loads((tmp_path / "bd_rates.json").read_text())[0]["bd_psnr"])
