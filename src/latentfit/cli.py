@@ -291,6 +291,7 @@ def evaluate(
     crop: Optional[str] = typer.Option(None, help="Centre crop WxH, e.g. 256x256."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
     seed: int = typer.Option(0),
+    classical: str = typer.Option("", help="Comma-separated classical codecs: jpeg, webp, avif, jpegxl."),
     device: str = typer.Option("cpu"),
     threads: int = typer.Option(0),
     progress: bool = typer.Option(True),
@@ -314,7 +315,7 @@ def evaluate(
     _set_threads(threads)
     config = EvalConfig(datasets=[str(d) for d in datasets], model=model, qualities=_int_list(quality, "--quality"),
                         methods=methods, steps=_int_list(steps, "--steps"), lmbda=lmbda, lr=lr, crop=size,
-                        limit=limit, seed=seed)
+                        limit=limit, seed=seed, classical=[c.strip() for c in classical.split(",") if c.strip()])
     bar = tqdm(desc="eval", unit="cell", disable=not (progress and sys.stderr.isatty()), file=sys.stderr)
 
     def update(done: int, total: int) -> None:
@@ -326,10 +327,14 @@ def evaluate(
     finally:
         bar.close()
     summary = summarise(records, output)
+    from .evaluation.report import write_report
+
+    report = write_report(records, summary, config, output)
     for row in summary["bd_rates"]:
-        typer.echo(f"{row['model']} {row['method']} {row['steps']} steps: BD-rate {row['bd_rate']:+.2f} % "
-                   f"BD-PSNR {row['bd_psnr']:+.3f} dB vs none")
-    typer.echo(f"{len(records)} cells in {output}", err=True)
+        figures = ("no overlap" if row["bd_rate"] is None else
+                   f"BD-rate {row['bd_rate']:+.2f} % BD-PSNR {row['bd_psnr']:+.3f} dB")
+        typer.echo(f"{row['model']} {row['method']} {row['steps']} steps: {figures} vs {row['anchor']}")
+    typer.echo(f"{len(records)} cells in {output}; report: {report}", err=True)
 
 
 @app.command()

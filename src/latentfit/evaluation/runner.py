@@ -18,10 +18,12 @@ from typing import Callable, Iterator
 
 from ..codec import encode
 from ..errors import LatentfitError
-from ..imageio import LoadedImage, atomic_write_bytes, list_images, load_image
+from ..imageio import LoadedImage, atomic_write_bytes, list_images, load_image, to_uint8
 from ..models.registry import load_model
 from ..refine import RefinementConfig
 from .bdrate import bd_psnr, bd_rate
+from .classical import CLASSICAL_CODECS, classical_record
+from .plots import convergence_plot, rd_plot
 
 
 @dataclass
@@ -37,6 +39,7 @@ class EvalConfig:
     limit: int | None = None
     seed: int = 0
     evaluate_every: int = 10
+    classical: list[str] = field(default_factory=list)
 
     def identity(self) -> str:
         """Hash of everything that changes a cell's numbers (not which cells are run)."""
@@ -74,11 +77,25 @@ def cells(config: EvalConfig) -> Iterator[tuple[Cell, Path]]:
         images = images[: config.limit]
     if not images:
         raise LatentfitError(f"no images in {', '.join(config.datasets)}")
+    for codec in config.classical:
+        if codec not in CLASSICAL_CODECS:
+            raise LatentfitError(f"unknown classical codec '{codec}' (known: {', '.join(CLASSICAL_CODECS)})")
+        for setting in CLASSICAL_CODECS[codec][1]:
+            for path in images:
+                yield Cell(f"{Path(path).parent.name}/{path.name}", setting, codec, 0), path
     for quality in config.qualities:
         for path in images:
             for method in config.methods:
                 for steps in [0] if method == "none" else config.steps:
                     yield Cell(f"{Path(path).parent.name}/{path.name}", quality, method, steps), path
+
+
+def cell_file(results_dir: Path, cell: Cell) -> Path:
+    """Where the `.lfc` file of a learned cell is kept (for the report's crop viewer)."""
+    folder = results_dir / "files"
+    folder.mkdir(exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in cell.key)
+    return folder / f"{safe}.lfc"
 
 
 def read_records(results_dir: Path, identity: str) -> dict[str, dict]:
@@ -111,24 +128,37 @@ def run_evaluation(config: EvalConfig, results_dir: str | os.PathLike, device: s
     total = len(done) + len(todo)
     models: dict[int, object] = {}
     with open(results_dir / "cells.jsonl", "a") as journal:
-        for index, (cell, path) in enumerate(todo):
+        for cell, path in todo:
+            image = center_crop(load_image(path), config.crop)
+            if cell.method in CLASSICAL_CODECS:
+                record = {"cell": cell.key, "config_id": identity, "image": cell.image} | classical_record(
+                    cell.method, cell.quality, to_uint8(image.tensor))
+                _append(journal, record)
+                done[cell.key] = record
+                if progress is not None:
+                    progress(len(done), total)
+                continue
             if cell.quality not in models:
                 models.clear()
                 models[cell.quality] = load_model(config.model, cell.quality, device=device)
             model = models[cell.quality]
-            image = center_crop(load_image(path), config.crop)
             refinement = RefinementConfig(method=cell.method, steps=cell.steps, lr=config.lr, lmbda=config.lmbda,
                                           seed=config.seed, evaluate_every=config.evaluate_every)
             result = encode(image, model, refinement)
+            atomic_write_bytes(cell_file(results_dir, cell), result.data, force=True)
             record = {"cell": cell.key, "config_id": identity} | asdict(cell) | result.stats | {
                 "trace": result.refinement.trace_dicts()}
-            journal.write(json.dumps(record) + "\n")
-            journal.flush()
-            os.fsync(journal.fileno())
+            _append(journal, record)
             done[cell.key] = record
             if progress is not None:
                 progress(len(done), total)
     return list(done.values())
+
+
+def _append(journal, record: dict) -> None:
+    journal.write(json.dumps(record) + "\n")
+    journal.flush()
+    os.fsync(journal.fileno())
 
 
 def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
@@ -148,11 +178,21 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
         atomic_write_bytes(results_dir / f"{name}.json", json.dumps(document, indent=2).encode(), force=True)
         curves[(model, method, steps)] = list(zip(document["results"]["bpp"], document["results"]["psnr-rgb"]))
     table = []
+    anchors = {model: curve for (model, method, _), curve in curves.items() if method == "none" and len(curve) >= 2}
     for (model, method, steps), curve in curves.items():
-        anchor = curves.get((model, "none", 0))
-        if method == "none" or anchor is None or len(curve) < 2:
+        if method == "none" or len(curve) < 2:
             continue
-        table.append({"model": model, "method": method, "steps": steps, "bd_rate": bd_rate(anchor, curve),
-                      "bd_psnr": bd_psnr(anchor, curve)})
+        # a learned curve is compared with its own model's `none`; a classical codec with every model's
+        for anchor_model in [model] if model in anchors else ([] if method != model else sorted(anchors)):
+            anchor = anchors[anchor_model]
+            try:
+                rate, quality = bd_rate(anchor, curve), bd_psnr(anchor, curve)
+            except Exception:  # curves whose PSNR ranges do not overlap have no BD value
+                rate = quality = None
+            table.append({"model": model, "method": method, "steps": steps, "anchor": f"{anchor_model} none",
+                          "bd_rate": rate, "bd_psnr": quality})
     atomic_write_bytes(results_dir / "bd_rates.json", json.dumps(table, indent=2).encode(), force=True)
+    labelled = {(f"{m} {meth} {st}" if meth != m else m): c for (m, meth, st), c in curves.items()}
+    rd_plot(labelled, results_dir / "rd.png")
+    convergence_plot(records, results_dir / "convergence.png")
     return {"curves": {"|".join(map(str, k)): v for k, v in curves.items()}, "bd_rates": table}

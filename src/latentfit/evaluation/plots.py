@@ -1,0 +1,59 @@
+"""R-D and convergence plots (PNG, matplotlib's Agg backend)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def rd_plot(curves: dict[str, list[tuple[float, float]]], path: str | Path, title: str = "Rate-distortion") -> Path:
+    """One line per curve: PSNR (dB) against bpp."""
+    figure, axis = plt.subplots(figsize=(7, 5))
+    for label, points in sorted(curves.items()):
+        points = sorted(points)
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    axis.set_xlabel("bits per pixel (file size)")
+    axis.set_ylabel("PSNR-RGB (dB)")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)
+
+
+def convergence_plot(records: list[dict], path: str | Path) -> Path:
+    """True loss, proxy-minus-true gap, true PSNR and true bpp against the step, averaged over
+    images, one line per (method, steps) (the diagnostics of Yang et al.)."""
+    series: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        if record.get("steps") and record.get("trace"):
+            for point in record["trace"]:
+                series[f"{record['method']} ({record['steps']})"][point["step"]].append(point)
+    figure, axes = plt.subplots(2, 2, figsize=(10, 7))
+    panels = [("true_loss", "true loss"), ("gap", "proxy − true loss"), ("true_psnr", "true PSNR (dB)"),
+              ("true_bpp", "true bpp (ideal)")]
+    for axis, (key, label) in zip(axes.flat, panels):
+        for name, by_step in sorted(series.items()):
+            steps = sorted(by_step)
+            values = []
+            for step in steps:
+                finite = [p[key] for p in by_step[step] if p.get(key) is not None and math.isfinite(p[key])]
+                values.append(sum(finite) / len(finite) if finite else math.nan)
+            axis.plot(steps, values, label=name)
+        axis.set_xlabel("step")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    if series:
+        axes.flat[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)

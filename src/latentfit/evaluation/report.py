@@ -1,0 +1,127 @@
+"""A self-contained HTML report of an evaluation: plots, BD-rate table, averages, and a crop viewer
+(original / no refinement / refined at about the same bpp), every image embedded as a data URI."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..bitstream import from_bytes
+from ..codec import decode_stream
+from ..imageio import atomic_write_bytes, load_image, to_uint8
+from ..models.registry import load_model
+from .runner import Cell, EvalConfig, cell_file, center_crop
+
+
+def _png_uri(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _file_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _viewer_rows(records: list[dict], config: EvalConfig, results_dir: Path, images: int, crop: int) -> list[str]:
+    """For the first `images` images: original, `none`, and the best refined cell at the nearest bpp."""
+    by_image: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        if record["method"] not in ("jpeg", "webp", "avif", "jpegxl"):
+            by_image[record["image"]].append(record)
+    sources = {f"{Path(d).name}/{p.name}": p for d in config.datasets for p in sorted(Path(d).iterdir())}
+    rows, models = [], {}
+    for image_key in sorted(by_image)[:images]:
+        cells = by_image[image_key]
+        baselines = [r for r in cells if r["method"] == "none"]
+        refined = [r for r in cells if r["method"] != "none"]
+        if not baselines or not refined or image_key not in sources:
+            continue
+        baseline = baselines[len(baselines) // 2]
+        match = min(refined, key=lambda r: (abs(r["bpp"] - baseline["bpp"]), -r["psnr"]))
+        original = to_uint8(center_crop(load_image(sources[image_key]), config.crop).tensor)
+        height, width = original.shape[:2]
+        top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
+        panels = [("original", original, "")]
+        for record in (baseline, match):
+            cell = Cell(record["image"], record["quality"], record["method"], record["steps"])
+            stream = from_bytes(cell_file(results_dir, cell).read_bytes(), str(cell_file(results_dir, cell)))
+            key = (stream.model_name, stream.quality)
+            if key not in models:
+                models[key] = load_model(*key)
+            label = f"{record['method']} ({record['steps']} steps)" if record["steps"] else "no refinement"
+            panels.append((label, decode_stream(stream, models[key]),
+                           f"{record['bpp']:.3f} bpp, {record['psnr']:.2f} dB"))
+        figures = "".join(
+            f'<figure><img alt="{html.escape(label)}" src="{_png_uri(np.ascontiguousarray(pixels[top:top + crop, left:left + crop]))}">'
+            f"<figcaption>{html.escape(label)}<br>{html.escape(caption)}</figcaption></figure>"
+            for label, pixels, caption in panels
+        )
+        rows.append(f'<section class="viewer"><h3>{html.escape(image_key)}</h3><div class="row">{figures}</div></section>')
+    return rows
+
+
+def write_report(records: list[dict], summary: dict, config: EvalConfig, results_dir: str | Path,
+                 viewer_images: int = 4, crop: int = 192) -> Path:
+    """Write `results_dir/report.html` and return its path."""
+    results_dir = Path(results_dir)
+    def signed(value, unit: str, digits: int) -> str:
+        return "—" if value is None else f"{value:+.{digits}f} {unit}"
+
+    table = "".join(
+        f"<tr><td>{html.escape(str(r['model']))}</td><td>{html.escape(str(r['method']))}</td><td>{r['steps']}</td>"
+        f"<td>{html.escape(r['anchor'])}</td><td>{signed(r['bd_rate'], '%', 2)}</td>"
+        f"<td>{signed(r['bd_psnr'], 'dB', 3)}</td></tr>"
+        for r in summary["bd_rates"]
+    )
+    averages: dict[tuple, list[dict]] = defaultdict(list)
+    for record in records:
+        averages[(record["model"], record["method"], record["steps"], record["quality"])].append(record)
+    mean = lambda rows, key: sum(r[key] or 0.0 for r in rows) / len(rows)  # noqa: E731
+    average_rows = "".join(
+        f"<tr><td>{html.escape(str(m))}</td><td>{html.escape(str(meth))}</td><td>{st}</td><td>{q}</td>"
+        f"<td>{len(rows)}</td><td>{mean(rows, 'bpp'):.4f}</td><td>{mean(rows, 'psnr'):.2f}</td>"
+        f"<td>{mean(rows, 'ms_ssim'):.4f}</td><td>{mean(rows, 'seconds'):.2f}</td></tr>"
+        for (m, meth, st, q), rows in sorted(averages.items(), key=lambda item: tuple(map(str, item[0])))
+    )
+    plots = "".join(
+        f'<figure><img class="plot" alt="{name}" src="{_file_uri(results_dir / name)}"></figure>'
+        for name in ("rd.png", "convergence.png") if (results_dir / name).exists()
+    )
+    viewer = "".join(_viewer_rows(records, config, results_dir, viewer_images, crop))
+    document = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>latentfit evaluation</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
+.row {{ display: flex; gap: 1em; flex-wrap: wrap; }} figure {{ margin: 0; }} img.plot {{ max-width: 100%; }}
+.viewer img {{ image-rendering: pixelated; width: 288px; }} figcaption {{ font-size: 0.85em; text-align: center; }}
+</style></head><body>
+<h1>latentfit evaluation</h1>
+<p>{len(records)} cells from {html.escape(', '.join(config.datasets))}; crop {html.escape(str(config.crop))};
+seed {config.seed}; lr {config.lr}; λ {html.escape(str(config.lmbda or "model's own"))}.</p>
+<h2>BD-rate against no refinement</h2>
+<table><tr><th>model</th><th>method</th><th>steps</th><th>anchor</th><th>BD-rate</th><th>BD-PSNR</th></tr>{table}</table>
+<h2>Plots</h2><div class="row">{plots}</div>
+<h2>Crops: original / no refinement / refined at about the same bpp</h2>{viewer}
+<h2>Averages</h2>
+<table><tr><th>model</th><th>method</th><th>steps</th><th>quality</th><th>images</th><th>bpp</th><th>PSNR</th>
+<th>MS-SSIM</th><th>seconds</th></tr>{average_rows}</table>
+<script>
+window.addEventListener("load", () => {{
+  const images = Array.from(document.images);
+  const shown = images.filter((img) => img.complete && img.naturalWidth > 0).length;
+  document.title = `latentfit evaluation: ${{shown}}/${{images.length}} images shown`;
+}});
+</script>
+</body></html>
+"""
+    path = results_dir / "report.html"
+    atomic_write_bytes(path, document.encode(), force=True)
+    return path
