@@ -144,3 +144,18 @@ def test_html_report_opens_in_headless_chromium_without_errors(tmp_path):
     # 2 plots + 2 images x 3 crops, every one decoded by the browser (the page writes the count in its title)
     assert "<title>latentfit evaluation: 8/8 images shown</title>" in proc.stdout
     assert "BD-rate against no refinement" in proc.stdout
+
+
+def test_ray_and_in_process_paths_give_identical_numbers(tmp_path):
+    pytest.importorskip("ray")
+    kodak_image()
+    config = EvalConfig(datasets=[str(KODAK)], qualities=[2], methods=["none", "sga+ssl"], steps=[5], crop=(64, 64),
+                        limit=2, seed=4, threads=1)
+    local = run_evaluation(config, tmp_path / "local")
+    distributed = run_evaluation(config, tmp_path / "ray", workers=2)
+    strip = lambda records: {r["cell"]: {k: v for k, v in r.items() if "seconds" not in k and k != "trace"}  # noqa: E731
+                             for r in records}
+    assert len(distributed) == 4
+    assert strip(distributed) == strip(local)
+    for name in (p.name for p in (tmp_path / "local" / "files").iterdir()):
+        assert (tmp_path / "ray" / "files" / name).read_bytes() == (tmp_path / "local" / "files" / name).read_bytes()

@@ -292,6 +292,8 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
     seed: int = typer.Option(0),
     classical: str = typer.Option("", help="Comma-separated classical codecs: jpeg, webp, avif, jpegxl."),
+    workers: int = typer.Option(1, help="Parallel cells through a local Ray instance (1: in-process)."),
+    ray_address: Optional[str] = typer.Option(None, help="Run the cells on this existing Ray cluster."),
     device: str = typer.Option("cpu"),
     threads: int = typer.Option(0),
     progress: bool = typer.Option(True),
@@ -323,7 +325,8 @@ def evaluate(
         bar.update(done - bar.n)
 
     try:
-        records = run_evaluation(config, output, device=str(_device(device)), progress=update)
+        records = run_evaluation(config, output, device=str(_device(device)), progress=update, workers=workers,
+                                 ray_address=ray_address)
     finally:
         bar.close()
     summary = summarise(records, output)

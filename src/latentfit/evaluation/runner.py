@@ -8,9 +8,11 @@ every record, and records of another configuration in the same folder are refuse
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +42,8 @@ class EvalConfig:
     seed: int = 0
     evaluate_every: int = 10
     classical: list[str] = field(default_factory=list)
+    #: torch threads per cell (0: leave as is in-process; Ray tasks use 1).
+    threads: int = 0
 
     def identity(self) -> str:
         """Hash of everything that changes a cell's numbers (not which cells are run)."""
@@ -117,39 +121,97 @@ def read_records(results_dir: Path, identity: str) -> dict[str, dict]:
     return records
 
 
+_MODEL_CACHE: dict[tuple, object] = {}
+
+
+def evaluate_cell(config: EvalConfig, cell: Cell, path: str, device: str = "cpu") -> tuple[dict, bytes | None]:
+    """One cell's record and, for learned codecs, its `.lfc` bytes. Runs in-process or as a Ray task."""
+    import torch
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    image = center_crop(load_image(path), config.crop)
+    if cell.method in CLASSICAL_CODECS:
+        record = classical_record(cell.method, cell.quality, to_uint8(image.tensor))
+        return {"cell": cell.key, "config_id": config.identity(), "image": cell.image} | record, None
+    key = (config.model, cell.quality, device)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE.clear()  # one model at a time bounds a worker's memory
+        _MODEL_CACHE[key] = load_model(config.model, cell.quality, device=device)
+    refinement = RefinementConfig(method=cell.method, steps=cell.steps, lr=config.lr, lmbda=config.lmbda,
+                                  seed=config.seed, evaluate_every=config.evaluate_every)
+    result = encode(image, _MODEL_CACHE[key], refinement)
+    record = {"cell": cell.key, "config_id": config.identity()} | asdict(cell) | result.stats | {
+        "trace": result.refinement.trace_dicts()}
+    return record, result.data
+
+
+def _in_process(config: EvalConfig, todo: list, device: str) -> Iterator[tuple[dict, bytes | None]]:
+    for cell, path in todo:
+        yield evaluate_cell(config, cell, str(path), device)
+
+
+def _with_ray(config: EvalConfig, todo: list, device: str, workers: int, address: str | None,
+              gpus_per_cell: float | None) -> Iterator[tuple[dict, bytes | None]]:
+    """Cells as Ray tasks on a local instance (`workers` CPUs) or the cluster at `address`."""
+    import logging
+
+    import ray
+    import torch
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        if address:
+            ray.init(address=address, **options)
+        else:
+            ray.init(num_cpus=workers, object_store_memory=256 * 1024 * 1024, **options)
+    if gpus_per_cell is None:
+        gpus_per_cell = 1.0 if device.startswith("cuda") and torch.cuda.is_available() else 0.0
+    task = ray.remote(num_cpus=1, num_gpus=gpus_per_cell)(evaluate_cell)
+    cell_config = config if config.threads else dataclasses.replace(config, threads=1)
+    try:
+        pending = {task.remote(cell_config, cell, str(path), device): cell for cell, path in todo}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            pending.pop(ready[0])
+            yield ray.get(ready[0])
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
 def run_evaluation(config: EvalConfig, results_dir: str | os.PathLike, device: str = "cpu",
-                   progress: Callable[[int, int], None] | None = None) -> list[dict]:
-    """Run every missing cell, appending each record to `results_dir/cells.jsonl`; returns all records."""
+                   progress: Callable[[int, int], None] | None = None, workers: int = 1,
+                   ray_address: str | None = None, gpus_per_cell: float | None = None) -> list[dict]:
+    """Run every missing cell, appending each record to `results_dir/cells.jsonl` as it finishes.
+
+    `workers > 1` or `ray_address` runs cells as Ray tasks (a local instance, or an existing
+    cluster), one CPU and, on CUDA, one GPU each; without Ray installed it runs in-process.
+    Returns all records, earlier runs' included.
+    """
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     identity = config.identity()
     done = read_records(results_dir, identity)
     todo = [(cell, path) for cell, path in cells(config) if cell.key not in done]
     total = len(done) + len(todo)
-    models: dict[int, object] = {}
+    use_ray = (workers > 1 or ray_address) and todo
+    if use_ray:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            warnings.warn("Ray is not installed: running the cells in-process (pip install ray)", stacklevel=2)
+            use_ray = False
+    source = (_with_ray(config, todo, device, workers, ray_address, gpus_per_cell) if use_ray
+              else _in_process(config, todo, device))
     with open(results_dir / "cells.jsonl", "a") as journal:
-        for cell, path in todo:
-            image = center_crop(load_image(path), config.crop)
-            if cell.method in CLASSICAL_CODECS:
-                record = {"cell": cell.key, "config_id": identity, "image": cell.image} | classical_record(
-                    cell.method, cell.quality, to_uint8(image.tensor))
-                _append(journal, record)
-                done[cell.key] = record
-                if progress is not None:
-                    progress(len(done), total)
-                continue
-            if cell.quality not in models:
-                models.clear()
-                models[cell.quality] = load_model(config.model, cell.quality, device=device)
-            model = models[cell.quality]
-            refinement = RefinementConfig(method=cell.method, steps=cell.steps, lr=config.lr, lmbda=config.lmbda,
-                                          seed=config.seed, evaluate_every=config.evaluate_every)
-            result = encode(image, model, refinement)
-            atomic_write_bytes(cell_file(results_dir, cell), result.data, force=True)
-            record = {"cell": cell.key, "config_id": identity} | asdict(cell) | result.stats | {
-                "trace": result.refinement.trace_dicts()}
+        for record, data in source:
+            if data is not None:
+                cell = Cell(record["image"], record["quality"], record["method"], record["steps"])
+                atomic_write_bytes(cell_file(results_dir, cell), data, force=True)
             _append(journal, record)
-            done[cell.key] = record
+            done[record["cell"]] = record
             if progress is not None:
                 progress(len(done), total)
     return list(done.values())
