@@ -19,7 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import latentfit
-from latentfit.codec import pad_to_multiple
+from latentfit.imageio import pad_to_multiple
 from latentfit.relaxations import get_proxy
 
 

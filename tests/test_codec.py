@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from latentfit import RefinementConfig, decode, encode, load_image
-from latentfit.codec import pad_to_multiple
+from latentfit.imageio import pad_to_multiple
 from latentfit.imageio import LoadedImage, to_uint8
 from latentfit.metrics import bits_per_pixel, psnr
 

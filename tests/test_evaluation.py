@@ -94,8 +94,8 @@ def test_classical_codecs_give_real_files_and_sensible_curves():
     from latentfit.evaluation.classical import CLASSICAL_CODECS, classical_record
 
     pixels = np.asarray(Image.open(kodak_image()).convert("RGB"))[:128, :192].copy()
-    for codec, (_, settings) in CLASSICAL_CODECS.items():
-        low, high = classical_record(codec, settings[0], pixels), classical_record(codec, settings[-1], pixels)
+    for codec, (_, sweep) in CLASSICAL_CODECS.items():
+        low, high = classical_record(codec, sweep[0], pixels), classical_record(codec, sweep[-1], pixels)
         assert 0 < low["bpp"] < high["bpp"], codec
         assert low["psnr"] < high["psnr"], codec
         assert low["bpp"] == pytest.approx(8 * low["bytes"] / (128 * 192))

@@ -3,13 +3,11 @@ import math
 import pytest
 
 from latentfit import RefinementConfig, refine_latents
-from latentfit.codec import pad_to_multiple
 from latentfit.errors import LatentfitError
 
 
 def _refine(model, image, **config):
-    x = image.tensor
-    return refine_latents(model, x, RefinementConfig(**config), x_padded=pad_to_multiple(x, model.stride))
+    return refine_latents(model, image.tensor, RefinementConfig(**config))
 
 
 def test_sga_ssl_lowers_the_true_loss_on_a_real_photo(bundled_model, kodak_crop):
@@ -74,3 +72,13 @@ def test_time_budget_stops_early_with_the_best_so_far(bundled_model, kodak_crop)
 def test_bad_settings_are_refused(bad):
     with pytest.raises(LatentfitError):
         RefinementConfig(**bad)
+
+
+def test_refine_pads_an_image_of_any_size_itself(bundled_model):
+    import torch
+
+    x = torch.rand(1, 3, 70, 45, generator=torch.Generator().manual_seed(0))
+    result = refine_latents(bundled_model, x, RefinementConfig(method="sga+ssl", steps=5, evaluate_every=5))
+    assert result.latents.y.shape[-2:] == (128 // 16, 64 // 16)
+    strings, shapes, _ = bundled_model.compress(result.latents)
+    assert shapes == bundled_model.latent_shapes(128, 64)

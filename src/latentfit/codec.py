@@ -12,12 +12,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from . import bitstream
 from .bitstream import Bitstream, BitstreamError
-from .imageio import LoadedImage, to_uint8
+from .imageio import LoadedImage, pad_to_multiple, to_uint8
 from .metrics import bits_per_pixel, ms_ssim, psnr
 from .models.adapter import LatentModel
 from .refine import RefinementConfig, RefinementResult, refine_latents
@@ -25,15 +23,6 @@ from .refine import RefinementConfig, RefinementResult, refine_latents
 
 #: Pillow modes whose decoded output is written back as a grayscale image.
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L"})
-
-
-def pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
-    """Pad (1, 3, H, W) on the bottom and right, replicating edges, to multiples of `stride`."""
-    height, width = x.shape[-2:]
-    pad_h, pad_w = (-height) % stride, (-width) % stride
-    if not pad_h and not pad_w:
-        return x
-    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
 
 
 @dataclass
@@ -82,7 +71,7 @@ def encode(
         "true_psnr_initial": result.initial.psnr,
         "true_psnr_final": result.final.psnr,
         "method": result.method,
-        "steps": config.steps,
+        "steps": config.steps if result.method != "none" else 0,
         "steps_run": result.steps_run,
         "best_step": result.best_step,
         "stopped_by": result.stopped_by,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from .errors import LatentfitError
@@ -147,3 +148,12 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
         raise LatentfitError(f"{folder}: not a folder")
     suffixes = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file())
+
+
+def pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Pad (1, 3, H, W) on the bottom and right, replicating edges, to multiples of `stride`."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (-height) % stride, (-width) % stride
+    if not pad_h and not pad_w:
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .errors import LatentfitError
+from .imageio import pad_to_multiple
 from .models.adapter import LatentModel, Latents, RateDistortion
 from .relaxations import QuantizationProxy, get_proxy
 from .schedules import TemperatureSchedule
@@ -108,8 +109,7 @@ def refine_latents(
 ) -> RefinementResult:
     """Refine the latents of image `x` (1, 3, H, W) in [0, 1] for `model`.
 
-    `x_padded` is `x` padded to the model's stride (the encoder's input); by default `x` itself,
-    which must then already have sizes that are multiples of the stride.
+    `x_padded` is the encoder's input: `x` padded to the model's stride (by default, edges replicated).
     Returns the best latents seen (by `L_true`), both losses, and the optimisation trace.
     """
     config = config or RefinementConfig()
@@ -118,7 +118,7 @@ def refine_latents(
     lmbda = model.lmbda if config.lmbda is None else config.lmbda
     device = model.device
     x = x.to(device)
-    x_padded = x if x_padded is None else x_padded.to(device)
+    x_padded = pad_to_multiple(x, model.stride) if x_padded is None else x_padded.to(device)
     started = time.perf_counter()
 
     with torch.no_grad():
