@@ -82,3 +82,22 @@ def test_refine_pads_an_image_of_any_size_itself(bundled_model):
     assert result.latents.y.shape[-2:] == (128 // 16, 64 // 16)
     strings, shapes, _ = bundled_model.compress(result.latents)
     assert shapes == bundled_model.latent_shapes(128, 64)
+
+
+def test_early_stopping_stops_on_a_plateau_and_keeps_the_best(bundled_model, kodak_crop):
+    result = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=400, lr=1e-7, evaluate_every=2, patience=3)
+    assert result.stopped_by == "plateau"
+    assert result.steps_run == 6  # three evaluations (steps 2, 4, 6) without a real improvement
+    assert result.final.loss == min(r.true_loss for r in result.trace)
+    assert result.final.loss <= result.initial.loss
+
+
+def test_budget_schedules_change_the_optimisation(bundled_model, kodak_crop):
+    from latentfit.schedules import TemperatureSchedule
+
+    base = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=30, evaluate_every=10, seed=3)
+    budget = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=30, evaluate_every=10, seed=3,
+                     schedule=TemperatureSchedule.for_budget(30, 1.0, 0.05), lr_schedule="cosine")
+    assert budget.trace[-1].tau == pytest.approx(1.0 * (0.05 / 1.0) ** (29 / 30), rel=1e-6)
+    assert budget.trace[-1].proxy_loss != base.trace[-1].proxy_loss
+    assert budget.final.loss < budget.initial.loss

@@ -135,3 +135,18 @@ def test_temperature_schedule_follows_the_clipped_exponential(step, tau_max, rat
 def test_schedule_defaults_follow_the_papers():
     assert get_proxy("sga").default_schedule() == TemperatureSchedule(0.5, 1e-3, 700.0)
     assert get_proxy("sga+ssl").default_schedule() == TemperatureSchedule(1.0, 1e-3, 0.0)
+
+
+@given(steps=st.integers(1, 5000), tau_end=st.floats(0.01, 0.5))
+def test_budget_schedule_reaches_its_end_temperature_at_the_last_step(steps, tau_end):
+    schedule = TemperatureSchedule.for_budget(steps, 1.0, tau_end)
+    assert schedule(0) == pytest.approx(1.0)
+    assert schedule(steps) == pytest.approx(tau_end)
+
+
+def test_cosine_learning_rate_decays_from_lr_to_a_tenth():
+    from latentfit.schedules import cosine_learning_rate
+
+    assert cosine_learning_rate(0, 100, 5e-3) == pytest.approx(5e-3)
+    assert cosine_learning_rate(50, 100, 5e-3) == pytest.approx(0.5 * (5e-3 + 5e-4))
+    assert cosine_learning_rate(100, 100, 5e-3) == pytest.approx(5e-4)

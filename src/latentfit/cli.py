@@ -74,6 +74,9 @@ def encode(
     power: Optional[float] = typer.Option(None, help="Three-class power p."),
     hard: bool = typer.Option(False, help="Hard (straight-through) Gumbel samples."),
     time_budget: Optional[float] = typer.Option(None, help="Stop refining after this many seconds (best so far kept)."),
+    anneal_to: Optional[float] = typer.Option(None, help="Anneal τ from τ_max to this value within the step budget."),
+    lr_schedule: str = typer.Option("constant", help="constant, or cosine (decay to 0.1·lr over the steps)."),
+    patience: Optional[int] = typer.Option(None, help="Stop after this many evaluations without improvement."),
     trace: Optional[Path] = typer.Option(None, help="Write the optimisation trace (JSON) here."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(0, help="torch CPU threads (0: PyTorch's default)."),
@@ -103,8 +106,9 @@ def encode(
     latent_model = load_model(model, quality, checkpoint, device=_device(device))
     config = RefinementConfig(method=method, steps=steps, lr=lr, lmbda=lmbda, seed=seed,
                               evaluate_every=evaluate_every, variables=variables, time_budget=time_budget,
-                              proxy_options={"a": a, "factor": factor, "power": power, "hard": hard})
-    config.schedule = _schedule(method, config.proxy_options, tau_max, tau_rate, t0, tau_min)
+                              proxy_options={"a": a, "factor": factor, "power": power, "hard": hard},
+                              lr_schedule=lr_schedule, patience=patience)
+    config.schedule = _schedule(method, config.proxy_options, tau_max, tau_rate, t0, tau_min, anneal_to, steps)
     if not batch:
         stats = _encode_file(input, output, latent_model, config, force, trace, progress, device)
         _report(stats, as_json)
@@ -180,12 +184,20 @@ def _device(name: str):
     return torch.device(name)
 
 
-def _schedule(method, proxy_options, tau_max, tau_rate, t0, tau_min):
+def _schedule(method, proxy_options, tau_max, tau_rate, t0, tau_min, anneal_to=None, steps=0):
     import dataclasses
 
     from .relaxations import get_proxy
+    from .schedules import TemperatureSchedule
 
     base = get_proxy(method, **proxy_options).default_schedule()
+    if anneal_to is not None:
+        if tau_rate is not None or t0 is not None:
+            raise LatentfitError("--anneal-to sets the decay itself: leave out --tau-rate and --t0")
+        try:
+            return TemperatureSchedule.for_budget(max(steps, 1), tau_max or base.tau_max, anneal_to)
+        except ValueError as exc:
+            raise LatentfitError(f"bad temperature schedule: {exc}") from None
     changes = {k: v for k, v in {"tau_max": tau_max, "rate": tau_rate, "t0": t0, "tau_min": tau_min}.items()
                if v is not None}
     try:

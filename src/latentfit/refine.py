@@ -18,7 +18,7 @@ from .errors import LatentfitError
 from .imageio import pad_to_multiple
 from .models.adapter import LatentModel, Latents, RateDistortion
 from .relaxations import QuantizationProxy, get_proxy
-from .schedules import TemperatureSchedule
+from .schedules import TemperatureSchedule, cosine_learning_rate
 
 
 @dataclass
@@ -37,6 +37,11 @@ class RefinementConfig:
     proxy_options: dict = field(default_factory=dict)
     time_budget: float | None = None
     record_trace: bool = True
+    #: "constant", or "cosine" (decay to 0.1·lr over the step budget).
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    #: Stop after this many true-loss evaluations without a relative improvement of `min_improvement`.
+    patience: int | None = None
+    min_improvement: float = 1e-4
 
     def __post_init__(self):
         if self.steps < 0:
@@ -51,6 +56,10 @@ class RefinementConfig:
             raise LatentfitError(f"lmbda must be > 0, got {self.lmbda}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise LatentfitError(f"time budget must be > 0 seconds, got {self.time_budget}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise LatentfitError(f"lr schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.patience is not None and self.patience < 1:
+            raise LatentfitError(f"patience must be >= 1 evaluations, got {self.patience}")
 
 
 @dataclass
@@ -143,8 +152,12 @@ def refine_latents(
 
     stopped_by = "steps"
     step = 0
+    stale = 0  # evaluations since the last real improvement
     for step in range(1, steps + 1):
         tau = schedule(step - 1)
+        if config.lr_schedule == "cosine":
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_learning_rate(step - 1, steps, config.lr)
         relax = lambda v: proxy.relax(v, tau, generator)  # noqa: E731
         proxy_terms = model.rate_distortion(current(), x, lmbda, relax)
         optimizer.zero_grad(set_to_none=True)
@@ -156,6 +169,8 @@ def refine_latents(
             with torch.no_grad():
                 candidate = current().detach()
                 true = TrueLoss.of(model.true_rate_distortion(candidate, x, lmbda))
+            improved = true.loss < best.loss - config.min_improvement * abs(best.loss)
+            stale = 0 if improved else stale + 1
             if true.loss < best.loss:
                 best, best_latents, best_step = true, candidate, step
             record = TraceRecord(
@@ -169,6 +184,9 @@ def refine_latents(
             progress(step, steps, None)
         if out_of_time:
             stopped_by = "time_budget"
+            break
+        if config.patience is not None and stale >= config.patience:
+            stopped_by = "plateau"
             break
 
     return RefinementResult(
