@@ -75,7 +75,8 @@ def test_each_bundled_model_reproduces_its_model_card(spec):
     from latentfit import RefinementConfig, encode
 
     stored = torch.load(spec.path, weights_only=True)
-    assert any(v.dtype == torch.float16 for v in stored.values())
+    assert {torch.int8, torch.float16} <= {v.dtype for v in stored.values()}
+    assert sum(v.numel() * v.element_size() for v in stored.values()) < 10e6
     card = json.loads(open(spec.path.replace(".pt", ".json")).read())
     model = load_model(spec.name, spec.quality)
     assert model.digest.hex() == card["weights_digest"]

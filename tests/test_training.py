@@ -49,3 +49,20 @@ def test_run_stops_at_its_step_count_and_exports_loadable_weights(tmp_path):
     assert loaded.digest == weights_digest(exported)
     stored = torch.load(tmp_path / "w.pt", weights_only=True)
     assert stored["g_a.0.weight"].dtype == torch.float16
+
+
+def test_int8_export_round_trips_exactly_and_is_smaller(tmp_path):
+    from latentfit.models.architectures import build_architecture
+    from latentfit.models.registry import load_checkpoint
+    from latentfit.models.weights import export_weights, weights_digest
+
+    torch.manual_seed(0)
+    model = build_architecture("mbt2018-mean", 32, 48)
+    fp16 = export_weights(model, tmp_path / "a.pt", {"name": "a"}, dtype="fp16")
+    int8 = export_weights(model, tmp_path / "b.pt", {"name": "b"}, dtype="int8")
+    assert load_checkpoint(tmp_path / "b.pt").digest == weights_digest(int8)
+    assert (tmp_path / "b.pt").stat().st_size < 0.75 * (tmp_path / "a.pt").stat().st_size
+    kernel, original = int8.g_a[0].weight, model.g_a[0].weight
+    step = original.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
+    assert ((kernel - original).abs() <= 0.5 * step + 1e-6).all()
+    assert not torch.equal(fp16.g_a[0].weight, int8.g_a[0].weight)

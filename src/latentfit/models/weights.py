@@ -1,8 +1,10 @@
 """Safe loading and compact export of model weights.
 
 Every load goes through `torch.load(..., weights_only=True)`: a file that needs pickle to load is
-refused. Exported weights store floating-point parameters in fp16; the entropy-model tables are
-rebuilt from the fp16-rounded parameters before saving, so the stored CDFs match the weights exactly.
+refused. Exported weights store floating-point parameters in fp16, or (`int8`) convolution kernels
+as int8 with one fp16 scale per output channel (`w ≈ q · s`, `s = max|w_c| / 127`) and everything
+else in fp16. The entropy-model tables are rebuilt from the rounded parameters before saving, so the
+stored CDFs match the weights a loader gets back exactly.
 """
 
 from __future__ import annotations
@@ -50,8 +52,33 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     state = {}
     for key, value in obj.items():
         key = key[len("module.") :] if key.startswith("module.") else key
+        if key.endswith(INT8_SCALE):
+            continue
+        if key.endswith(INT8_SUFFIX):
+            base = key[: -len(INT8_SUFFIX)]
+            scale = obj.get(base + INT8_SCALE)
+            if scale is None:
+                raise LatentfitError(f"{path}: int8 tensor {base} has no scale")
+            state[base] = dequantize_int8(value, scale)
+            continue
         state[key] = value.float() if value.dtype in (torch.float16, torch.bfloat16) else value
     return state
+
+
+INT8_SUFFIX = ".__int8"
+INT8_SCALE = ".__int8_scale"
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel symmetric int8: `q = round(w / s)`, `s = max|w_c| / 127` (stored in fp16)."""
+    flat = weight.reshape(weight.shape[0], -1)
+    scale = (flat.abs().amax(dim=1) / 127.0).clamp_min(1e-12).half()
+    q = torch.round(flat / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.reshape(weight.shape), scale
+
+
+def dequantize_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return (q.float().reshape(q.shape[0], -1) * scale.float()[:, None]).reshape(q.shape)
 
 
 def weights_digest(model: nn.Module) -> bytes:
@@ -69,32 +96,46 @@ def weights_digest(model: nn.Module) -> bytes:
     return digest.digest()[:8]
 
 
-def round_to_fp16_and_update(model: nn.Module) -> nn.Module:
-    """A copy of `model` whose parameters are exactly representable in fp16, with fresh CDF tables."""
+def _int8_eligible(name: str, parameter: torch.Tensor) -> bool:
+    return parameter.dim() == 4 and name.endswith(".weight")
+
+
+def round_for_storage(model: nn.Module, dtype: str = "fp16") -> nn.Module:
+    """A copy of `model` whose parameters are exactly what storage in `dtype` gives back, with fresh CDFs."""
+    if dtype not in ("fp16", "int8"):
+        raise LatentfitError(f"weights dtype must be fp16 or int8, got {dtype!r}")
     model = copy.deepcopy(model).cpu().eval()
     with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(parameter.half().float())
+        for name, parameter in model.named_parameters():
+            if dtype == "int8" and _int8_eligible(name, parameter):
+                parameter.copy_(dequantize_int8(*quantize_int8(parameter)))
+            else:
+                parameter.copy_(parameter.half().float())
     model.update(force=True)
     return model
 
 
-def export_weights(model: nn.Module, path: str | os.PathLike, card: dict, force: bool = True) -> nn.Module:
-    """Save fp16 weights to `path` and the model card to `path` with suffix `.json`.
+def export_weights(model: nn.Module, path: str | os.PathLike, card: dict, force: bool = True,
+                   dtype: str = "fp16") -> nn.Module:
+    """Save weights (`fp16`, or `int8` convolution kernels) to `path`, the model card beside it (`.json`).
 
-    Returns the exported model (fp16-rounded parameters, updated CDFs), i.e. what a loader gets back.
+    Returns the exported model (rounded parameters, updated CDFs), i.e. exactly what a loader gets back.
     """
     path = Path(path)
-    exported = round_to_fp16_and_update(model)
-    parameters = {name for name, _ in exported.named_parameters()}
-    state = {
-        key: (value.half() if key in parameters and value.is_floating_point() else value)
-        for key, value in exported.state_dict().items()
-    }
+    exported = round_for_storage(model, dtype)
+    parameters = dict(exported.named_parameters())
+    state = {}
+    for key, value in exported.state_dict().items():
+        if key in parameters and dtype == "int8" and _int8_eligible(key, value):
+            state[key + INT8_SUFFIX], state[key + INT8_SCALE] = quantize_int8(value)
+        elif key in parameters and value.is_floating_point():
+            state[key] = value.half()
+        else:
+            state[key] = value
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(path, buffer.getvalue(), force=force)
-    card = dict(card)
+    card = dict(card) | {"weights_dtype": dtype}
     card["weights_digest"] = weights_digest(exported).hex()
     atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode(), force=True)
     return exported
