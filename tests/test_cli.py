@@ -142,6 +142,18 @@ def test_grayscale_alpha_and_16_bit_inputs_are_converted_and_said(tmp_path, mode
     assert decoded.mode == ("L" if mode in ("L", "I;16") else "RGB")
 
 
+def test_file_from_an_unavailable_model_says_what_it_needs(tmp_path, crop_png):
+    from latentfit.models.architectures import build_architecture
+    from latentfit.models.weights import export_weights
+
+    export_weights(build_architecture("mbt2018-mean", 16, 24), tmp_path / "mine.pt", {"name": "mine", "quality": 1})
+    assert run("encode", crop_png, "-o", tmp_path / "m.lfc", "--checkpoint", tmp_path / "mine.pt",
+               "--method", "none").returncode == 0
+    assert_clean_failure(run("decode", tmp_path / "m.lfc", "-o", tmp_path / "m.png"), "model 'mine' quality 1",
+                         "--checkpoint")
+    assert run("decode", tmp_path / "m.lfc", "-o", tmp_path / "m.png", "--checkpoint", tmp_path / "mine.pt").returncode == 0
+
+
 def test_unknown_model_and_method_are_one_line_errors(crop_png, tmp_path):
     assert_clean_failure(run("encode", crop_png, "-o", tmp_path / "a.lfc", "--model", "nope"), "unknown model 'nope'")
     assert_clean_failure(run("encode", crop_png, "-o", tmp_path / "a.lfc", "--method", "sgaa"), "unknown method")

@@ -224,7 +224,13 @@ def decode(
     _check_output(output, force)
     _set_threads(threads)
     stream = from_bytes(_read(input), str(input))
-    latent_model = load_model(stream.model_name, stream.quality, checkpoint, device=_device(device))
+    try:
+        latent_model = load_model(stream.model_name, stream.quality, checkpoint, device=_device(device))
+    except LatentfitError as exc:
+        if checkpoint is not None:
+            raise
+        raise LatentfitError(f"{input}: made with model '{stream.model_name}' quality {stream.quality}, which is not "
+                             f"available here ({exc}); pass --checkpoint with its weights") from None
     pixels = decode_stream(stream, latent_model, str(input))
     save_image(output, pixels, force=force, mode="L" if stream.grayscale else "RGB")
     typer.echo(f"{output}: {stream.width}x{stream.height}", err=True)
