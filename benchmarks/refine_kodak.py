@@ -25,12 +25,13 @@ def main() -> None:
     parser.add_argument("--methods", default="sga,sga+ssl,uniform-noise")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--quality", type=int, default=None)
+    parser.add_argument("--checkpoint", default=None, help="weights file instead of the bundled model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kodak", default=os.environ.get("LATENTFIT_DATA", "../shared/data") + "/kodak")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = latentfit.load_model(quality=args.quality)
+    model = latentfit.load_model(quality=args.quality, checkpoint=args.checkpoint)
     rows = []
     print(f"model {model.name} q{model.quality} lambda {model.lmbda}, {args.steps} steps, {args.threads} threads")
     for name in args.images.split(","):
