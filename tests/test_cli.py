@@ -196,3 +196,15 @@ def test_folder_encoding_survives_an_interrupt_and_resumes(tmp_path):
             zip(rerun.stdout.splitlines(), ["img1.png", "img2.png"])] == [True, True]
     assert sorted(p.name for p in outdir.iterdir()) == ["img0.lfc", "img1.lfc", "img2.lfc"]
     assert (outdir / "img0.lfc").stat().st_mtime_ns == first_mtime
+
+
+def test_models_json_lists_the_bundled_models_with_how_to_select_them():
+    proc = run("models", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    bundled = [r for r in rows if r["source"] == "bundled"]
+    assert {r["quality"] for r in bundled} >= {1, 2, 3, 4}
+    for row in bundled:
+        assert row["name"] == "latentfit-msh"
+        assert row["select"] == {"model": "latentfit-msh", "quality": row["quality"]}
+        assert row["kodak_bpp"] > 0 and row["kodak_psnr"] > 0

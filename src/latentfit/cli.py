@@ -1,4 +1,4 @@
-"""The `latentfit` command line: encode, decode, info, models, train."""
+"""The `latentfit` command line: encode, decode, info, models, eval, train."""
 
 from __future__ import annotations
 
@@ -398,7 +398,7 @@ def train(
     trainer = Trainer(config, checkpoint_dir, device=device)
     if trainer.resumed:
         typer.echo(f"resumed {checkpoint_dir / 'last.pt'} at step {trainer.step}", err=True)
-    result = trainer.run(progress=sys.stderr.isatty() or True)
+    result = trainer.run(progress=True)
     if export is not None:
         trainer.export(export, {"name": name, "quality": quality})
         typer.echo(f"exported {export} (step {trainer.step})", err=True)
