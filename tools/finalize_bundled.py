@@ -60,6 +60,13 @@ def main() -> None:
         points.append((card["kodak"]["bpp"], card["kodak"]["psnr"]))
         print(f"{weights.stem}: steps {card['steps']} lambda {card['lmbda']} Kodak {card['kodak']['bpp']:.4f} bpp "
               f"{card['kodak']['psnr']:.2f} dB MS-SSIM {card['kodak']['ms_ssim']:.4f}")
+    print("\n| quality | λ | training steps | Kodak bpp | PSNR-RGB (dB) | MS-SSIM | file |")
+    print("|---|---|---|---|---|---|---|")
+    for weights in sorted(BUNDLED_DIR.glob("latentfit-msh-*.pt")):
+        card = json.loads(weights.with_suffix(".json").read_text())
+        kodak = card["kodak"]
+        print(f"| {card['quality']} | {card['lmbda']} | {card['steps']} | {kodak['bpp']:.4f} | {kodak['psnr']:.2f} | "
+              f"{kodak['ms_ssim']:.4f} | {weights.stat().st_size / 1e6:.1f} MB |")
     if len(points) >= 2:
         for label, anchor in (("bmshj2018-factorized", BMSHJ2018_FACTORIZED), ("mbt2018-mean", MBT2018_MEAN)):
             try:

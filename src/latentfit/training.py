@@ -252,6 +252,7 @@ class Trainer:
             "lmbda": self.config.lmbda,
             "steps": self.step,
             "seed": self.config.seed,
+            "init_from": Path(self.config.init_from).name if self.config.init_from else None,
             "training_data": [str(Path(d).name) for d in self.config.train_dirs],
             "batch_size": self.config.batch_size,
             "patch_size": self.config.patch_size,
