@@ -8,6 +8,7 @@ Every quantity is computed by the model's own modules, so the hard-quantised pat
 from __future__ import annotations
 
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,6 +24,27 @@ from .weights import weights_digest
 
 #: A quantisation proxy applied to offset latents `v` (`v = y − μ` or `v = z − median`).
 Relaxation = Callable[[Tensor], Tensor]
+
+
+@contextmanager
+def deterministic(device: torch.device):
+    """Run what defines decoded pixels the same way in every process: one CPU thread (thread count
+    changes how convolutions split their sums, so 1 and 2 threads round differently), deterministic
+    cuDNN on CUDA. Encoder and decoder both use it, so a file decodes to the pixels the encoder measured."""
+    if device.type == "cuda":
+        previous = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class IndexMismatchError(BitstreamError):
@@ -166,8 +188,10 @@ class LatentModel:
 
     @torch.no_grad()
     def true_rate_distortion(self, latents: Latents, x: Tensor, lmbda: float) -> RateDistortion:
-        """`L_true`: the loss of the hard-quantised latents, i.e. of what is actually transmitted."""
-        return self.rate_distortion(latents, x, lmbda, torch.round, clamp=True)
+        """`L_true`: the loss of the hard-quantised latents, i.e. of what is actually transmitted
+        (computed in `deterministic` mode, so its reconstruction is exactly what `decompress` gives)."""
+        with deterministic(self.device):
+            return self.rate_distortion(latents, x, lmbda, torch.round, clamp=True)
 
     # -- entropy coding ------------------------------------------------------------------------
     @staticmethod
@@ -195,6 +219,11 @@ class LatentModel:
         model = self.model
         if latents.y.shape[0] != 1:
             raise LatentfitError("compress takes one image at a time")
+        with deterministic(self.device):
+            return self._compress(latents)
+
+    def _compress(self, latents: Latents) -> tuple[list[bytes], list[tuple[int, int]], int]:
+        model = self.model
         if not self.has_hyperprior:
             strings = model.entropy_bottleneck.compress(latents.y)
             return [strings[0]], [tuple(latents.y.shape[-2:])], 0
@@ -217,6 +246,10 @@ class LatentModel:
         With `index_checksum`, refuses (IndexMismatchError) when this machine's scale indexes differ
         from the encoder's, instead of decoding garbage.
         """
+        with deterministic(self.device):
+            return self._decompress(strings, shapes, index_checksum)
+
+    def _decompress(self, strings: list[bytes], shapes: list[tuple[int, int]], index_checksum: int | None) -> Tensor:
         model = self.model
         if not self.has_hyperprior:
             y_hat = model.entropy_bottleneck.decompress([strings[0]], shapes[0])
