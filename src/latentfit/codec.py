@@ -15,7 +15,7 @@ import numpy as np
 
 from . import bitstream
 from .bitstream import Bitstream, BitstreamError
-from .imageio import LoadedImage, pad_to_multiple, to_uint8
+from .imageio import LoadedImage, to_uint8
 from .metrics import bits_per_pixel, ms_ssim, psnr
 from .models.adapter import LatentModel
 from .refine import RefinementConfig, RefinementResult, refine_latents
@@ -43,9 +43,7 @@ def encode(
     """Encode `image` with `model`, refining its latents as `config` says (default: sga+ssl, 500 steps)."""
     config = config or RefinementConfig()
     started = time.perf_counter()
-    x = image.tensor.to(model.device)
-    x_padded = pad_to_multiple(x, model.stride)
-    result = refine_latents(model, x, config, x_padded=x_padded, progress=progress)
+    result = refine_latents(model, image.tensor, config, progress=progress)  # pads to the stride itself
     strings, shapes, index_checksum = model.compress(result.latents)
     stream = Bitstream(
         model_name=model.name, quality=model.quality, digest=model.digest, height=image.height,

@@ -195,15 +195,14 @@ class LatentModel:
 
     # -- entropy coding ------------------------------------------------------------------------
     @staticmethod
-    def index_checksum(indexes: Tensor | None) -> int:
-        """CRC-32 of the scale-table indexes that select each symbol's CDF (0 without a hyperprior).
+    def index_checksum(indexes: Tensor) -> int:
+        """CRC-32 of the scale-table indexes that select each symbol's CDF (models without a
+        hyperprior have no indexes and store 0).
 
         Encoder and decoder compute these from `h_s(ẑ)` in floating point; if a platform or thread
         count rounds one scale across a table boundary the entropy decoder would silently desync
         (CompressAI's known cross-platform failure). Storing the checksum turns that into an error.
         """
-        if indexes is None:
-            return 0
         return zlib.crc32(indexes.detach().to(torch.int32).cpu().numpy().tobytes())
 
     def _hyper_decode(self, z_hat: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -216,7 +215,6 @@ class LatentModel:
 
         For `latents = analysis(x)` the strings are byte-identical to the model's own `compress(x)`.
         """
-        model = self.model
         if latents.y.shape[0] != 1:
             raise LatentfitError("compress takes one image at a time")
         with deterministic(self.device):
