@@ -160,6 +160,27 @@ def test_unknown_model_and_method_are_one_line_errors(crop_png, tmp_path):
     assert not (tmp_path / "a.lfc").exists()
 
 
+@pytest.mark.parametrize("option, value, message", [("--steps", "lots", "--steps must be"),
+                                                    ("--tile", "big", "--tile must be"),
+                                                    ("--tile", "16", "tile must be"),
+                                                    ("--schedule", "fast", "unknown schedule")])
+def test_bad_speed_options_are_one_line_errors(crop_png, tmp_path, option, value, message):
+    assert_clean_failure(run("encode", crop_png, "-o", tmp_path / "a.lfc", option, value), message)
+    assert not (tmp_path / "a.lfc").exists()
+
+
+def test_auto_steps_with_a_time_budget_and_forced_tiles(crop_png, tmp_path):
+    out = tmp_path / "a.lfc"
+    proc = run("encode", crop_png, "-o", out, "--steps", "auto", "--time-budget", "3", "--tile", "64",
+               "--schedule", "budget", "--json")
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    assert stats["tiles"] == 2 * 3 and stats["steps"] == "auto"
+    assert stats["refine_seconds"] < 3 + 1.5
+    assert stats["true_loss_final"] <= stats["true_loss_initial"]
+    assert stats["bytes"] == out.stat().st_size
+
+
 def test_folder_encoding_survives_an_interrupt_and_resumes(tmp_path):
     import signal
     import time

@@ -101,3 +101,52 @@ def test_budget_schedules_change_the_optimisation(bundled_model, kodak_crop):
     assert budget.trace[-1].tau == pytest.approx(1.0 * (0.05 / 1.0) ** (29 / 30), rel=1e-6)
     assert budget.trace[-1].proxy_loss != base.trace[-1].proxy_loss
     assert budget.final.loss < budget.initial.loss
+
+
+def test_channels_last_proxy_gives_the_plain_result_within_float_tolerance(bundled_model, kodak_crop):
+    plain = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=20, evaluate_every=5, channels_last=False)
+    fast = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=20, evaluate_every=5, channels_last=True)
+    for a, b in zip(plain.trace[1:], fast.trace[1:]):
+        assert b.proxy_loss == pytest.approx(a.proxy_loss, rel=1e-4)
+        assert b.true_loss == pytest.approx(a.true_loss, rel=1e-3)
+    # the layout lives in a private copy: the plain model (true loss, compress, decompress) is untouched
+    assert all(p.is_contiguous() for p in bundled_model.model.g_s.parameters())
+
+
+def _has_compiler() -> bool:
+    import shutil
+
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
+@pytest.mark.skipif(not _has_compiler(), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_proxy_gives_the_eager_result_within_float_tolerance(bundled_model):
+    import torch
+
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    eager = refine_latents(bundled_model, x, RefinementConfig(steps=6, evaluate_every=2, channels_last=False))
+    compiled = refine_latents(bundled_model, x, RefinementConfig(steps=6, evaluate_every=2, channels_last=False,
+                                                                 compile=True))
+    assert [r.step for r in compiled.trace] == [r.step for r in eager.trace]
+    for a, b in zip(eager.trace[1:], compiled.trace[1:]):
+        assert b.proxy_loss == pytest.approx(a.proxy_loss, rel=1e-4)
+    assert compiled.final.loss == pytest.approx(eager.final.loss, rel=1e-3)
+
+
+def test_auto_steps_fill_the_time_budget_and_respect_it(bundled_model, kodak_crop):
+    totals = []
+    result = refine_latents(bundled_model, kodak_crop.tensor,
+                            RefinementConfig(steps="auto", time_budget=4.0, evaluate_every=5),
+                            progress=lambda step, total, record: totals.append(total))
+    assert result.seconds < 4.0 + 1.5
+    assert totals[-1] != totals[0]  # the plan was fitted to the budget after the first evaluation
+    assert result.steps_run > 5  # it used the budget rather than stopping at the first evaluation
+    assert result.steps_run <= totals[-1]
+    assert result.final.loss < result.initial.loss
+
+
+@pytest.mark.parametrize("bad", [dict(steps="many"), dict(steps=2.5), dict(tile=8), dict(tile="big"),
+                                 dict(schedule="fast")])
+def test_bad_speed_settings_are_refused(bad):
+    with pytest.raises(LatentfitError):
+        RefinementConfig(**bad)

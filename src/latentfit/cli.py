@@ -59,7 +59,8 @@ def encode(
     checkpoint: Optional[Path] = typer.Option(None, help="Use the weights in this file instead of a named model."),
     method: str = typer.Option("sga+ssl", help="Refinement method: none, ste, uniform-noise, sga, sga+linear, "
                                "sga+cosine, sga+ssl, sga+linear3, sga+cosine3, sga+ssl3."),
-    steps: int = typer.Option(500, help="Optimisation steps."),
+    steps: str = typer.Option("500", help="Optimisation steps, or 'auto' (500; with --time-budget, as many "
+                              "as fit in it)."),
     lr: float = typer.Option(5e-3, help="Adam learning rate."),
     lmbda: Optional[float] = typer.Option(None, help="λ of the R-D loss (default: the model's training λ)."),
     seed: int = typer.Option(0, help="Seed of the proxy's noise."),
@@ -75,6 +76,13 @@ def encode(
     hard: bool = typer.Option(False, help="Hard (straight-through) Gumbel samples."),
     time_budget: Optional[float] = typer.Option(None, help="Stop refining after this many seconds (best so far kept)."),
     anneal_to: Optional[float] = typer.Option(None, help="Anneal τ from τ_max to this value within the step budget."),
+    schedule: str = typer.Option("papers", help="Temperature schedule: papers (the method's published one) or "
+                                 "budget (anneal to 0.05 within the steps)."),
+    tile: str = typer.Option("auto", help="Refine tile by tile with tiles of this many pixels a side; 'auto' tiles "
+                             "images over 4 megapixels (768 px tiles), 'none' never."),
+    channels_last: bool = typer.Option(True, help="Channels-last layout for the refinement's decoder (faster on CPU)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the refinement's decoder (needs a C++ "
+                                 "compiler; pays off on long runs)."),
     lr_schedule: str = typer.Option("constant", help="constant, or cosine (decay to 0.1·lr over the steps)."),
     patience: Optional[int] = typer.Option(None, help="Stop after this many evaluations without improvement."),
     trace: Optional[Path] = typer.Option(None, help="Write the optimisation trace (JSON) here."),
@@ -104,11 +112,16 @@ def encode(
             _check_output(trace, force)
     _set_threads(threads)
     latent_model = load_model(model, quality, checkpoint, device=_device(device))
-    config = RefinementConfig(method=method, steps=steps, lr=lr, lmbda=lmbda, seed=seed,
+    step_count = _steps(steps)
+    config = RefinementConfig(method=method, steps=step_count, lr=lr, lmbda=lmbda, seed=seed,
                               evaluate_every=evaluate_every, variables=variables, time_budget=time_budget,
                               proxy_options={"a": a, "factor": factor, "power": power, "hard": hard},
-                              lr_schedule=lr_schedule, patience=patience)
-    config.schedule = _schedule(method, config.proxy_options, tau_max, tau_rate, t0, tau_min, anneal_to, steps)
+                              lr_schedule=lr_schedule, patience=patience, tile=_tile(tile),
+                              channels_last=channels_last, compile=compile)
+    if schedule not in ("papers", "budget"):
+        raise LatentfitError(f"unknown schedule '{schedule}' (use papers or budget)")
+    config.schedule = _schedule(method, config.proxy_options, tau_max, tau_rate, t0, tau_min, anneal_to,
+                                step_count) or schedule
     if not batch:
         stats = _encode_file(input, output, latent_model, config, force, trace, progress, device)
         _report(stats, as_json)
@@ -184,7 +197,26 @@ def _device(name: str):
     return torch.device(name)
 
 
+def _steps(text: str) -> int | str:
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise LatentfitError(f"--steps must be a whole number or 'auto', got '{text}'") from None
+
+
+def _tile(text: str) -> int | str | None:
+    if text.strip() in ("auto", "none"):
+        return None if text.strip() == "none" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise LatentfitError(f"--tile must be a number of pixels, 'auto' or 'none', got '{text}'") from None
+
+
 def _schedule(method, proxy_options, tau_max, tau_rate, t0, tau_min, anneal_to=None, steps=0):
+    """An explicit schedule when any τ option is given, else None (the config's named schedule)."""
     import dataclasses
 
     from .relaxations import get_proxy
@@ -192,6 +224,8 @@ def _schedule(method, proxy_options, tau_max, tau_rate, t0, tau_min, anneal_to=N
 
     base = get_proxy(method, **proxy_options).default_schedule()
     if anneal_to is not None:
+        if steps == "auto":
+            raise LatentfitError("--anneal-to needs a step count; with --steps auto use --schedule budget")
         if tau_rate is not None or t0 is not None:
             raise LatentfitError("--anneal-to sets the decay itself: leave out --tau-rate and --t0")
         try:
@@ -200,6 +234,8 @@ def _schedule(method, proxy_options, tau_max, tau_rate, t0, tau_min, anneal_to=N
             raise LatentfitError(f"bad temperature schedule: {exc}") from None
     changes = {k: v for k, v in {"tau_max": tau_max, "rate": tau_rate, "t0": t0, "tau_min": tau_min}.items()
                if v is not None}
+    if not changes:
+        return None
     try:
         return dataclasses.replace(base, **changes)
     except ValueError as exc:

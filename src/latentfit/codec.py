@@ -73,6 +73,7 @@ def encode(
         "steps_run": result.steps_run,
         "best_step": result.best_step,
         "stopped_by": result.stopped_by,
+        "tiles": result.tiles,
         "lr": config.lr,
         "lmbda": result.lmbda,
         "seed": result.seed,

@@ -3,13 +3,16 @@
 Adam on `(y, z)` jointly (or on `y` with `z = h_a(y)` recomputed), model frozen, starting from the
 encoder's `(y₀, z₀)`. Every `evaluate_every` steps the true loss `L_true` of the hard-quantised
 iterate is measured and the best iterate kept, so the result is never worse than the plain encoder.
+
+The loop (`optimise`) works on a `RefinementProblem`: the whole image here, or one tile of a big
+image (`latentfit.tiling`), so both share every setting, schedule and stopping rule.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -23,17 +26,25 @@ from .schedules import TemperatureSchedule, cosine_learning_rate
 
 @dataclass
 class RefinementConfig:
-    """Settings of `refine_latents`. `lmbda=None` uses the model's training λ; `schedule=None`
-    the method's own default (SGA: τ_max 0.5, t₀ 700; SGA+: τ_max 1, t₀ 0; rate 1e-3)."""
+    """Settings of `refine_latents`. `lmbda=None` uses the model's training λ.
+
+    `schedule`: a `TemperatureSchedule`; `"papers"` (or None) for the method's own default (SGA:
+    τ_max 0.5, t₀ 700; SGA+: τ_max 1, t₀ 0; rate 1e-3); `"budget"` to anneal from τ_max to 0.05
+    within the step budget (`TemperatureSchedule.for_budget`).
+    `steps="auto"`: `AUTO_STEPS`, or with a `time_budget` as many steps as fit in it (measured
+    on the first steps, at most `AUTO_MAX_STEPS`), with the schedules scaled to that count.
+    `tile`: refine images larger than `AUTO_TILE_PIXELS` pixels tile by tile ("auto"), always with
+    tiles of this many pixels a side (int), or never (None): see `latentfit.tiling`.
+    """
 
     method: str = "sga+ssl"
-    steps: int = 500
+    steps: int | Literal["auto"] = 500
     lr: float = 5e-3
     lmbda: float | None = None
     seed: int = 0
     evaluate_every: int = 10
     variables: Literal["joint", "y"] = "joint"
-    schedule: TemperatureSchedule | None = None
+    schedule: TemperatureSchedule | Literal["papers", "budget"] | None = None
     proxy_options: dict = field(default_factory=dict)
     time_budget: float | None = None
     record_trace: bool = True
@@ -42,10 +53,20 @@ class RefinementConfig:
     #: Stop after this many true-loss evaluations without a relative improvement of `min_improvement`.
     patience: int | None = None
     min_improvement: float = 1e-4
+    #: Run the proxy's decoder copies in channels-last layout (faster on CPU; the true loss and the
+    #: file are computed by the plain model either way).
+    channels_last: bool = True
+    #: `torch.compile` the proxy's decoder copies (needs a C++ compiler on CPU; pays off on long runs).
+    compile: bool = False
+    tile: int | Literal["auto"] | None = "auto"
 
     def __post_init__(self):
-        if self.steps < 0:
-            raise LatentfitError(f"steps must be >= 0, got {self.steps}")
+        if self.steps != "auto" and (not isinstance(self.steps, int) or self.steps < 0):
+            raise LatentfitError(f"steps must be an integer >= 0 or 'auto', got {self.steps!r}")
+        if self.tile not in ("auto", None) and (not isinstance(self.tile, int) or self.tile < 64):
+            raise LatentfitError(f"tile must be 'auto', None or an integer >= 64 pixels, got {self.tile!r}")
+        if not (self.schedule in (None, "papers", "budget") or isinstance(self.schedule, TemperatureSchedule)):
+            raise LatentfitError(f"schedule must be a TemperatureSchedule, 'papers' or 'budget', got {self.schedule!r}")
         if self.lr <= 0:
             raise LatentfitError(f"lr must be > 0, got {self.lr}")
         if self.evaluate_every < 1:
@@ -60,6 +81,14 @@ class RefinementConfig:
             raise LatentfitError(f"lr schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.patience is not None and self.patience < 1:
             raise LatentfitError(f"patience must be >= 1 evaluations, got {self.patience}")
+
+
+#: `steps="auto"` without a time budget; the most steps `auto` plans within one.
+AUTO_STEPS = 500
+AUTO_MAX_STEPS = 2000
+#: With `tile="auto"`, images with more pixels than this are refined tile by tile.
+AUTO_TILE_PIXELS = 4_000_000
+AUTO_TILE_SIZE = 768
 
 
 @dataclass
@@ -104,9 +133,137 @@ class RefinementResult:
     lmbda: float
     trace: list[TraceRecord]
     stopped_by: str
+    tiles: int = 1
 
     def trace_dicts(self) -> list[dict]:
         return [asdict(record) | {"gap": record.gap} for record in self.trace]
+
+
+class RefinementProblem(Protocol):
+    """What `optimise` needs: leaf `variables`, the proxy loss, the true loss of the current
+    (hard-quantised) iterate, and snapshots to keep the best iterate."""
+
+    variables: list[Tensor]
+
+    def proxy_loss(self, relax: Callable[[Tensor], Tensor]) -> Tensor: ...
+
+    def true_loss(self) -> TrueLoss: ...
+
+    def snapshot(self) -> list[Tensor]: ...
+
+
+@dataclass
+class Outcome:
+    best: TrueLoss
+    best_variables: list[Tensor]
+    best_step: int
+    steps_run: int
+    stopped_by: str
+    trace: list[TraceRecord]
+
+
+def temperature_schedule(config: RefinementConfig, proxy: QuantizationProxy, steps: int) -> TemperatureSchedule:
+    """The schedule `config.schedule` names, for a run of `steps` steps."""
+    if isinstance(config.schedule, TemperatureSchedule):
+        return config.schedule
+    base = proxy.default_schedule()
+    if config.schedule == "budget":
+        return TemperatureSchedule.for_budget(max(steps, 1), base.tau_max, min(0.05, 0.5 * base.tau_max))
+    return base
+
+
+def planned_steps(config: RefinementConfig) -> int:
+    return AUTO_STEPS if config.steps == "auto" else config.steps
+
+
+def optimise(
+    problem: RefinementProblem,
+    initial: TrueLoss,
+    config: RefinementConfig,
+    proxy: QuantizationProxy,
+    generator: torch.Generator,
+    time_budget: float | None,
+    progress: Callable[[int, int, TraceRecord | None], None] | None = None,
+    step_offset: int = 0,
+    total_steps: int | None = None,
+) -> Outcome:
+    """Adam on `problem.variables` against the proxy loss; the true loss every `evaluate_every`
+    steps; returns the best iterate by true loss (the start, `initial`, if nothing beats it)."""
+    started = time.perf_counter()
+    steps = planned_steps(config) if proxy.refines else 0
+    schedule = temperature_schedule(config, proxy, steps)
+    optimizer = torch.optim.Adam(problem.variables, lr=config.lr)
+    best, best_variables, best_step = initial, problem.snapshot(), 0
+    trace: list[TraceRecord] = []
+    stopped_by, stale, step = "steps", 0, 0
+    auto_fit = config.steps == "auto" and time_budget is not None
+    while step < steps:
+        step += 1
+        tau = schedule(step - 1)
+        if config.lr_schedule == "cosine":
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_learning_rate(step - 1, steps, config.lr)
+        proxy_loss = problem.proxy_loss(lambda v: proxy.relax(v, tau, generator))
+        optimizer.zero_grad(set_to_none=True)
+        proxy_loss.backward()
+        optimizer.step()
+
+        elapsed = time.perf_counter() - started
+        out_of_time = time_budget is not None and elapsed >= time_budget
+        evaluate = step % config.evaluate_every == 0 or step == steps or out_of_time
+        if evaluate:
+            true = problem.true_loss()
+            improved = true.loss < best.loss - config.min_improvement * abs(best.loss)
+            stale = 0 if improved else stale + 1
+            if true.loss < best.loss:
+                best, best_variables, best_step = true, problem.snapshot(), step
+            record = TraceRecord(step + step_offset, tau, proxy_loss.item(), true.loss, true.bpp, true.psnr,
+                                 time.perf_counter() - started)
+            if config.record_trace:
+                trace.append(record)
+            if auto_fit and step == config.evaluate_every:
+                # Fit the plan to the budget, from the measured cost of steps (and one evaluation) so far.
+                per_step = (time.perf_counter() - started) / step
+                steps = max(step + 1, min(AUTO_MAX_STEPS, int(time_budget / per_step)))
+                schedule = temperature_schedule(config, proxy, steps)
+        if progress is not None:
+            progress(step + step_offset, total_steps or steps, record if evaluate else None)
+        if out_of_time:
+            stopped_by = "time_budget"
+            break
+        if config.patience is not None and stale >= config.patience:
+            stopped_by = "plateau"
+            break
+    return Outcome(best, best_variables, best_step, step, stopped_by, trace)
+
+
+class WholeImage:
+    """The untiled problem: `(y, z)` of the whole image (or `y` alone, `z = h_a(y)`)."""
+
+    def __init__(self, model: LatentModel, x: Tensor, latents: Latents, lmbda: float, config: RefinementConfig):
+        self.model, self.x, self.lmbda = model, x, lmbda
+        self.fast = model.proxy_view(channels_last=config.channels_last, compile=config.compile)
+        self.joint = model.has_hyperprior and config.variables == "joint"
+        self.y = latents.y.detach().clone().requires_grad_(True)
+        self.z = latents.z.detach().clone().requires_grad_(True) if self.joint else None
+        self.variables = [self.y] + ([self.z] if self.joint else [])
+
+    def latents(self, variables: list[Tensor] | None = None) -> Latents:
+        variables = self.variables if variables is None else variables
+        y = variables[0]
+        if not self.model.has_hyperprior:
+            return Latents(y)
+        return Latents(y, variables[1] if self.joint else self.model.hyper_analysis(y))
+
+    def proxy_loss(self, relax):
+        return self.fast.rate_distortion(self.latents(), self.x, self.lmbda, relax).loss
+
+    @torch.no_grad()
+    def true_loss(self) -> TrueLoss:
+        return TrueLoss.of(self.model.true_rate_distortion(self.latents().detach(), self.x, self.lmbda))
+
+    def snapshot(self) -> list[Tensor]:
+        return [v.detach().clone() for v in self.variables]
 
 
 def refine_latents(
@@ -123,82 +280,38 @@ def refine_latents(
     """
     config = config or RefinementConfig()
     proxy: QuantizationProxy = get_proxy(config.method, **config.proxy_options)
-    schedule = config.schedule or proxy.default_schedule()
     lmbda = model.lmbda if config.lmbda is None else config.lmbda
     device = model.device
     x = x.to(device)
     x_padded = pad_to_multiple(x, model.stride) if x_padded is None else x_padded.to(device)
     started = time.perf_counter()
-
     with torch.no_grad():
         initial_latents = model.analysis(x_padded)
-    initial = TrueLoss.of(model.true_rate_distortion(initial_latents, x, lmbda))
-    best, best_latents, best_step = initial, initial_latents.detach(), 0
-    trace: list[TraceRecord] = []
-    if config.record_trace:
-        trace.append(TraceRecord(0, schedule(0), float("nan"), initial.loss, initial.bpp, initial.psnr, 0.0))
-
-    steps = config.steps if proxy.refines else 0
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    y = initial_latents.y.detach().clone().requires_grad_(True)
-    joint = model.has_hyperprior and config.variables == "joint"
-    z = initial_latents.z.detach().clone().requires_grad_(True) if joint else None
-    optimizer = torch.optim.Adam([y] + ([z] if joint else []), lr=config.lr)
 
-    def current() -> Latents:
-        if not model.has_hyperprior:
-            return Latents(y)
-        return Latents(y, z if joint else model.hyper_analysis(y))
+    tile = config.tile
+    if tile == "auto":
+        tile = AUTO_TILE_SIZE if x.shape[-2] * x.shape[-1] > AUTO_TILE_PIXELS else None
+    if tile is not None and proxy.refines:
+        from .tiling import refine_tiles
 
-    stopped_by = "steps"
-    step = 0
-    stale = 0  # evaluations since the last real improvement
-    for step in range(1, steps + 1):
-        tau = schedule(step - 1)
-        if config.lr_schedule == "cosine":
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_learning_rate(step - 1, steps, config.lr)
-        relax = lambda v: proxy.relax(v, tau, generator)  # noqa: E731
-        proxy_terms = model.rate_distortion(current(), x, lmbda, relax)
-        optimizer.zero_grad(set_to_none=True)
-        proxy_terms.loss.backward()
-        optimizer.step()
+        return refine_tiles(model, x, initial_latents, config, proxy, lmbda, generator, tile, started, progress)
 
-        out_of_time = config.time_budget is not None and time.perf_counter() - started >= config.time_budget
-        if step % config.evaluate_every == 0 or step == steps or out_of_time:
-            with torch.no_grad():
-                candidate = current().detach()
-                true = TrueLoss.of(model.true_rate_distortion(candidate, x, lmbda))
-            improved = true.loss < best.loss - config.min_improvement * abs(best.loss)
-            stale = 0 if improved else stale + 1
-            if true.loss < best.loss:
-                best, best_latents, best_step = true, candidate, step
-            record = TraceRecord(
-                step, tau, proxy_terms.loss.item(), true.loss, true.bpp, true.psnr, time.perf_counter() - started
-            )
-            if config.record_trace:
-                trace.append(record)
-            if progress is not None:
-                progress(step, steps, record)
-        elif progress is not None:
-            progress(step, steps, None)
-        if out_of_time:
-            stopped_by = "time_budget"
-            break
-        if config.patience is not None and stale >= config.patience:
-            stopped_by = "plateau"
-            break
-
+    problem = WholeImage(model, x, initial_latents, lmbda, config)
+    initial = problem.true_loss()
+    outcome = optimise(problem, initial, config, proxy, generator, config.time_budget, progress)
+    first = TraceRecord(0, temperature_schedule(config, proxy, planned_steps(config))(0), float("nan"),
+                        initial.loss, initial.bpp, initial.psnr, 0.0)
     return RefinementResult(
-        latents=best_latents,
+        latents=problem.latents(outcome.best_variables).detach(),
         initial=initial,
-        final=best,
-        best_step=best_step,
-        steps_run=step if steps else 0,
+        final=outcome.best,
+        best_step=outcome.best_step,
+        steps_run=outcome.steps_run,
         seconds=time.perf_counter() - started,
         seed=config.seed,
         method=proxy.name,
         lmbda=lmbda,
-        trace=trace,
-        stopped_by=stopped_by,
+        trace=([first] + outcome.trace) if config.record_trace else [],
+        stopped_by=outcome.stopped_by,
     )

@@ -7,6 +7,7 @@ Every quantity is computed by the model's own modules, so the hard-quantised pat
 
 from __future__ import annotations
 
+import copy
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ class LatentModel:
         self.lmbda = float(lmbda)
         self.source = source
         self._digest: bytes | None = None
+        self._proxy_views: dict[tuple[bool, bool], LatentModel] = {}
 
     # -- description ---------------------------------------------------------------------------
     @property
@@ -136,7 +138,35 @@ class LatentModel:
 
     def to(self, device: str | torch.device) -> "LatentModel":
         self.model.to(device)
+        self._proxy_views.clear()
         return self
+
+    def proxy_view(self, channels_last: bool = False, compile: bool = False) -> "LatentModel":
+        """This model with private copies of `h_s` and `g_s` in channels-last memory format and/or
+        compiled by `torch.compile`, for the *proxy* loss only (entropy models shared).
+
+        Layout and compilation change floating-point rounding, so the true loss, `compress` and
+        `decompress` always use the plain model: decoded pixels never depend on these speed settings.
+        The view is cached, so compilation is paid once per model and image size.
+        """
+        if not (channels_last or compile):
+            return self
+        key = (channels_last, compile)
+        if key not in self._proxy_views:
+            model = copy.copy(self.model)
+            model._modules = dict(self.model._modules)
+            for name in ("g_s", "h_s"):
+                if name not in model._modules:
+                    continue
+                module = copy.deepcopy(self.model._modules[name])
+                if channels_last:
+                    module = module.to(memory_format=torch.channels_last)
+                model._modules[name] = torch.compile(module) if compile else module
+            view = LatentModel.__new__(LatentModel)
+            view.__dict__.update(self.__dict__)
+            view.model, view._proxy_views = model, {}
+            self._proxy_views[key] = view
+        return self._proxy_views[key]
 
     # -- transforms ----------------------------------------------------------------------------
     def hyper_analysis(self, y: Tensor) -> Tensor:
@@ -151,7 +181,9 @@ class LatentModel:
 
     def _entropy_parameters(self, z_tilde: Tensor) -> tuple[Tensor, Tensor | None]:
         """`(σ, μ) = h_s(z̃)`; `μ` is None for the scale hyperprior (zero mean)."""
-        params = self.model.h_s(z_tilde)
+        return self._split_entropy_parameters(self.model.h_s(z_tilde))
+
+    def _split_entropy_parameters(self, params: Tensor) -> tuple[Tensor, Tensor | None]:
         if type(self.model) is MeanScaleHyperprior:
             scales, means = params.chunk(2, 1)
             return scales, means

@@ -1,0 +1,132 @@
+"""Time to quality: how fast do budget-aware settings reach the papers' final true loss? (not a test)
+
+Reference: `sga+ssl` with the papers' setting (lr 5e-3, 2000 steps, τ_max 1, rate 1e-3, plain
+memory layout). For every image the reference's best true loss `L_ref` and wall time `T_ref` are
+recorded; each candidate setting then reports the first wall time at which its true loss is
+<= `L_ref` (the trace is evaluated every 10 steps), as a fraction of `T_ref`. The issue's target is
+a mean fraction <= 0.25 with every image reaching `L_ref`.
+
+Runs are journalled to `--journal` (one JSON line per (image, setting)), so an interrupted run
+resumes and candidates can be added later without recomputing the reference.
+
+Usage: python benchmarks/time_to_quality.py [--images kodim01,kodim05,...] [--crop 256] [--threads 1]
+                                            [--candidates fast500,...] [--journal ttq.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+
+import torch
+
+import latentfit
+from latentfit import RefinementConfig, TemperatureSchedule
+
+KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
+
+
+def settings() -> dict[str, dict]:
+    """Named settings; each is RefinementConfig keyword arguments."""
+    budget = lambda steps, lr, tau_end=0.05: dict(  # noqa: E731
+        method="sga+ssl", steps=steps, lr=lr, lr_schedule="cosine",
+        schedule=TemperatureSchedule.for_budget(steps, 1.0, tau_end))
+    return {
+        "reference": dict(method="sga+ssl", steps=2000, lr=5e-3, channels_last=False),
+        "papers500": dict(method="sga+ssl", steps=500, lr=5e-3),
+        "budget500-lr5e-3": budget(500, 5e-3),
+        "budget500-lr1e-2": budget(500, 1e-2),
+        "budget500-lr2e-2": budget(500, 2e-2),
+        "budget300-lr2e-2": budget(300, 2e-2),
+        "budget400-lr1.5e-2": budget(400, 1.5e-2),
+        "budget600-lr2e-2": budget(600, 2e-2),
+        "budget600-lr3e-2": budget(600, 3e-2),
+        "budget600-lr3e-2-eval25": budget(600, 3e-2) | dict(evaluate_every=25),
+        "budget1000-lr3e-2": budget(1000, 3e-2),
+        "budget800-lr3e-2-eval50-compiled": budget(800, 3e-2) | dict(evaluate_every=50, compile=True),
+    }
+
+
+def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    if not size:
+        return x
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    return x[..., top : top + size, left : left + size].contiguous()
+
+
+def run_one(model, image: str, crop: int, name: str, options: dict) -> dict:
+    x = centre_crop(latentfit.load_image(str(KODAK / f"{image}.png")).tensor, crop)
+    result = latentfit.refine_latents(model, x, RefinementConfig(seed=0, **options))
+    return {"image": image, "crop": crop, "setting": name, "seconds": result.seconds,
+            "initial": result.initial.loss, "final": result.final.loss,
+            "trace": [(r.step, r.seconds, r.true_loss) for r in result.trace]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", default="kodim01,kodim03,kodim05,kodim07,kodim12,kodim15,kodim20,kodim23")
+    parser.add_argument("--crop", type=int, default=256, help="centre crop side (0: full image)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--candidates", default="papers500,budget500-lr1e-2,budget300-lr2e-2")
+    parser.add_argument("--journal", default="time_to_quality.jsonl")
+    parser.add_argument("--quality", type=int, default=2)
+    parser.add_argument("--summary-only", action="store_true", help="only summarise what the journal holds")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = latentfit.load_model(quality=args.quality)
+    table = settings()
+    names = ["reference"] + [c for c in args.candidates.split(",") if c]
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise SystemExit(f"unknown setting(s) {unknown}; known: {sorted(table)}")
+
+    journal = Path(args.journal)
+    done: dict[tuple, dict] = {}
+    if journal.exists():
+        for line in journal.read_text().splitlines():
+            record = json.loads(line)
+            done[(record["image"], record["crop"], record["setting"])] = record
+    for image in args.images.split(","):
+        for name in names:
+            key = (image, args.crop, name)
+            if key not in done and args.summary_only:
+                continue
+            if key not in done:
+                done[key] = run_one(model, image, args.crop, name, table[name])
+                with open(journal, "a") as handle:
+                    handle.write(json.dumps(done[key]) + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            print(f"{image} {name}: {done[key]['seconds']:.1f} s, loss {done[key]['initial']:.4f} -> "
+                  f"{done[key]['final']:.4f}", flush=True)
+
+    print(f"\ncrop {args.crop}, {args.threads} thread(s), quality {args.quality}, torch {torch.__version__}")
+    print("Time to reach L_ref as a fraction of the reference's wall time (an image that never reaches it counts "
+          "its whole run); steps to reach it / 2000 (free of timing noise).")
+    print("| setting | images reaching L_ref | mean time / T_ref | median | mean steps / 2000 | "
+          "mean final - L_ref |")
+    print("|---|---|---|---|---|---|")
+    for name in names[1:]:
+        fractions, step_fractions, gaps, reached = [], [], [], 0
+        for image in args.images.split(","):
+            if (image, args.crop, name) not in done:
+                continue
+            ref, run = done[(image, args.crop, "reference")], done[(image, args.crop, name)]
+            hit = next(((step, seconds) for step, seconds, loss in run["trace"] if loss <= ref["final"]), None)
+            reached += hit is not None
+            step, seconds = hit if hit is not None else run["trace"][-1][:2]
+            fractions.append(seconds / ref["seconds"])
+            step_fractions.append(step / ref["trace"][-1][0])
+            gaps.append(run["final"] - ref["final"])
+        if not fractions:
+            continue
+        print(f"| {name} | {reached}/{len(fractions)} | {statistics.mean(fractions):.3f} | "
+              f"{statistics.median(fractions):.3f} | {statistics.mean(step_fractions):.3f} | "
+              f"{statistics.mean(gaps):+.4f} |")
+
+
+if __name__ == "__main__":
+    main()
