@@ -46,6 +46,8 @@ def settings() -> dict[str, dict]:
         "budget600-lr3e-2": budget(600, 3e-2),
         "budget600-lr3e-2-eval25": budget(600, 3e-2) | dict(evaluate_every=25),
         "budget1000-lr3e-2": budget(1000, 3e-2),
+        "budget600-lr3e-2-tau0.2": budget(600, 3e-2, 0.2),
+        "budget600-lr3e-2-tau0.02": budget(600, 3e-2, 0.02),
         "budget800-lr3e-2-eval50-compiled": budget(800, 3e-2) | dict(evaluate_every=50, compile=True),
     }
 

@@ -50,7 +50,7 @@ def test_lower_lambda_moves_towards_lower_rate(bundled_model, kodak_crop):
 
 
 def test_trace_records_the_diagnostics(bundled_model, kodak_crop):
-    result = _refine(bundled_model, kodak_crop, method="sga", steps=20, evaluate_every=5)
+    result = _refine(bundled_model, kodak_crop, method="sga", steps=20, evaluate_every=5, schedule="papers")
     steps = [r.step for r in result.trace]
     assert steps == [0, 5, 10, 15, 20]
     last = result.trace_dicts()[-1]
@@ -95,7 +95,8 @@ def test_early_stopping_stops_on_a_plateau_and_keeps_the_best(bundled_model, kod
 def test_budget_schedules_change_the_optimisation(bundled_model, kodak_crop):
     from latentfit.schedules import TemperatureSchedule
 
-    base = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=30, evaluate_every=10, seed=3)
+    base = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=30, evaluate_every=10, seed=3,
+                   schedule="papers", lr_schedule="constant")
     budget = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=30, evaluate_every=10, seed=3,
                      schedule=TemperatureSchedule.for_budget(30, 1.0, 0.05), lr_schedule="cosine")
     assert budget.trace[-1].tau == pytest.approx(1.0 * (0.05 / 1.0) ** (29 / 30), rel=1e-6)
@@ -104,8 +105,10 @@ def test_budget_schedules_change_the_optimisation(bundled_model, kodak_crop):
 
 
 def test_channels_last_proxy_gives_the_plain_result_within_float_tolerance(bundled_model, kodak_crop):
-    plain = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=20, evaluate_every=5, channels_last=False)
-    fast = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=20, evaluate_every=5, channels_last=True)
+    # a high lr and a low τ amplify rounding differences chaotically: compare on the gentle papers setting
+    settings = dict(method="sga+ssl", steps=20, evaluate_every=5, lr=5e-3, schedule="papers", lr_schedule="constant")
+    plain = _refine(bundled_model, kodak_crop, channels_last=False, **settings)
+    fast = _refine(bundled_model, kodak_crop, channels_last=True, **settings)
     for a, b in zip(plain.trace[1:], fast.trace[1:]):
         assert b.proxy_loss == pytest.approx(a.proxy_loss, rel=1e-4)
         assert b.true_loss == pytest.approx(a.true_loss, rel=1e-3)
@@ -124,9 +127,9 @@ def test_compiled_proxy_gives_the_eager_result_within_float_tolerance(bundled_mo
     import torch
 
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    eager = refine_latents(bundled_model, x, RefinementConfig(steps=6, evaluate_every=2, channels_last=False))
+    eager = refine_latents(bundled_model, x, RefinementConfig(steps=6, evaluate_every=2, channels_last=False, lr=5e-3))
     compiled = refine_latents(bundled_model, x, RefinementConfig(steps=6, evaluate_every=2, channels_last=False,
-                                                                 compile=True))
+                                                                 lr=5e-3, compile=True))
     assert [r.step for r in compiled.trace] == [r.step for r in eager.trace]
     for a, b in zip(eager.trace[1:], compiled.trace[1:]):
         assert b.proxy_loss == pytest.approx(a.proxy_loss, rel=1e-4)

@@ -59,9 +59,10 @@ def encode(
     checkpoint: Optional[Path] = typer.Option(None, help="Use the weights in this file instead of a named model."),
     method: str = typer.Option("sga+ssl", help="Refinement method: none, ste, uniform-noise, sga, sga+linear, "
                                "sga+cosine, sga+ssl, sga+linear3, sga+cosine3, sga+ssl3."),
-    steps: str = typer.Option("500", help="Optimisation steps, or 'auto' (500; with --time-budget, as many "
+    steps: str = typer.Option("auto", help="Optimisation steps, or 'auto' (500; with --time-budget, as many "
                               "as fit in it)."),
-    lr: float = typer.Option(5e-3, help="Adam learning rate."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate (default: 3e-2 for sga+ssl, 5e-3, the "
+                                       "papers', for the others)."),
     lmbda: Optional[float] = typer.Option(None, help="λ of the R-D loss (default: the model's training λ)."),
     seed: int = typer.Option(0, help="Seed of the proxy's noise."),
     evaluate_every: int = typer.Option(10, help="Evaluate the true loss every k steps (best iterate kept)."),
@@ -76,14 +77,14 @@ def encode(
     hard: bool = typer.Option(False, help="Hard (straight-through) Gumbel samples."),
     time_budget: Optional[float] = typer.Option(None, help="Stop refining after this many seconds (best so far kept)."),
     anneal_to: Optional[float] = typer.Option(None, help="Anneal τ from τ_max to this value within the step budget."),
-    schedule: str = typer.Option("papers", help="Temperature schedule: papers (the method's published one) or "
-                                 "budget (anneal to 0.05 within the steps)."),
+    schedule: str = typer.Option("budget", help="Temperature schedule: budget (anneal τ_max → 0.05 within the "
+                                 "steps) or papers (the method's published one)."),
     tile: str = typer.Option("auto", help="Refine tile by tile with tiles of this many pixels a side; 'auto' tiles "
                              "images over 4 megapixels (768 px tiles), 'none' never."),
     channels_last: bool = typer.Option(True, help="Channels-last layout for the refinement's decoder (faster on CPU)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the refinement's decoder (needs a C++ "
                                  "compiler; pays off on long runs)."),
-    lr_schedule: str = typer.Option("constant", help="constant, or cosine (decay to 0.1·lr over the steps)."),
+    lr_schedule: str = typer.Option("cosine", help="cosine (decay to 0.1·lr over the steps), or constant."),
     patience: Optional[int] = typer.Option(None, help="Stop after this many evaluations without improvement."),
     trace: Optional[Path] = typer.Option(None, help="Write the optimisation trace (JSON) here."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
@@ -341,7 +342,10 @@ def evaluate(
     method: str = typer.Option("none,sga+ssl", help="Comma-separated methods."),
     steps: str = typer.Option("500", help="Comma-separated step counts."),
     lmbda: Optional[float] = typer.Option(None),
-    lr: float = typer.Option(5e-3),
+    lr: float = typer.Option(5e-3, help="Adam lr (default: the papers' protocol)."),
+    lr_schedule: str = typer.Option("constant", help="constant (the papers') or cosine (latentfit's default)."),
+    schedule: str = typer.Option("papers", help="papers (each method's published τ schedule) or budget "
+                                 "(latentfit's default)."),
     crop: Optional[str] = typer.Option(None, help="Centre crop WxH, e.g. 256x256."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
     seed: int = typer.Option(0),
@@ -356,6 +360,7 @@ def evaluate(
     from tqdm import tqdm
 
     from .evaluation.runner import EvalConfig, run_evaluation, summarise
+    from .refine import RefinementConfig
     from .relaxations import get_proxy
 
     size = None
@@ -368,9 +373,11 @@ def evaluate(
     methods = [m.strip() for m in method.split(",") if m.strip()]
     for name in methods:
         get_proxy(name)
+    RefinementConfig(lr=lr, lr_schedule=lr_schedule, schedule=schedule)  # refuses bad settings before any work
     _set_threads(threads)
     config = EvalConfig(datasets=[str(d) for d in datasets], model=model, qualities=_int_list(quality, "--quality"),
                         methods=methods, steps=_int_list(steps, "--steps"), lmbda=lmbda, lr=lr, crop=size,
+                        lr_schedule=lr_schedule, schedule=schedule,
                         limit=limit, seed=seed, classical=[c.strip() for c in classical.split(",") if c.strip()])
     bar = tqdm(desc="eval", unit="cell", disable=not (progress and sys.stderr.isatty()), file=sys.stderr)
 

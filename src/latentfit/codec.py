@@ -74,7 +74,7 @@ def encode(
         "best_step": result.best_step,
         "stopped_by": result.stopped_by,
         "tiles": result.tiles,
-        "lr": config.lr,
+        "lr": result.lr,
         "lmbda": result.lmbda,
         "seed": result.seed,
         "seconds": time.perf_counter() - started,

@@ -28,6 +28,11 @@ from .schedules import TemperatureSchedule, cosine_learning_rate
 class RefinementConfig:
     """Settings of `refine_latents`. `lmbda=None` uses the model's training λ.
 
+    The defaults (sga+ssl, 500 steps, its lr 3e-2 with cosine decay, τ annealed 1 → 0.05 within the
+    steps) were chosen from `benchmarks/time_to_quality.py` (BENCHMARKS.md): at a quarter of the
+    papers' 2000 steps they get closer to the papers' final loss than the papers' own settings
+    stopped at 500. The papers' protocol is `lr=5e-3, lr_schedule="constant", schedule="papers"`.
+
     `schedule`: a `TemperatureSchedule`; `"papers"` (or None) for the method's own default (SGA:
     τ_max 0.5, t₀ 700; SGA+: τ_max 1, t₀ 0; rate 1e-3); `"budget"` to anneal from τ_max to 0.05
     within the step budget (`TemperatureSchedule.for_budget`).
@@ -38,18 +43,19 @@ class RefinementConfig:
     """
 
     method: str = "sga+ssl"
-    steps: int | Literal["auto"] = 500
-    lr: float = 5e-3
+    steps: int | Literal["auto"] = "auto"
+    #: Adam's lr; None: the method's `default_lr` (3e-2 for sga+ssl, the papers' 5e-3 for the others).
+    lr: float | None = None
     lmbda: float | None = None
     seed: int = 0
     evaluate_every: int = 10
     variables: Literal["joint", "y"] = "joint"
-    schedule: TemperatureSchedule | Literal["papers", "budget"] | None = None
+    schedule: TemperatureSchedule | Literal["papers", "budget"] | None = "budget"
     proxy_options: dict = field(default_factory=dict)
     time_budget: float | None = None
     record_trace: bool = True
     #: "constant", or "cosine" (decay to 0.1·lr over the step budget).
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
     #: Stop after this many true-loss evaluations without a relative improvement of `min_improvement`.
     patience: int | None = None
     min_improvement: float = 1e-4
@@ -67,7 +73,7 @@ class RefinementConfig:
             raise LatentfitError(f"tile must be 'auto', None or an integer >= 64 pixels, got {self.tile!r}")
         if not (self.schedule in (None, "papers", "budget") or isinstance(self.schedule, TemperatureSchedule)):
             raise LatentfitError(f"schedule must be a TemperatureSchedule, 'papers' or 'budget', got {self.schedule!r}")
-        if self.lr <= 0:
+        if self.lr is not None and self.lr <= 0:
             raise LatentfitError(f"lr must be > 0, got {self.lr}")
         if self.evaluate_every < 1:
             raise LatentfitError(f"evaluate_every must be >= 1, got {self.evaluate_every}")
@@ -134,6 +140,7 @@ class RefinementResult:
     trace: list[TraceRecord]
     stopped_by: str
     tiles: int = 1
+    lr: float | None = None
 
     def trace_dicts(self) -> list[dict]:
         return [asdict(record) | {"gap": record.gap} for record in self.trace]
@@ -192,7 +199,8 @@ def optimise(
     started = time.perf_counter()
     steps = planned_steps(config) if proxy.refines else 0
     schedule = temperature_schedule(config, proxy, steps)
-    optimizer = torch.optim.Adam(problem.variables, lr=config.lr)
+    lr = config.lr or proxy.default_lr
+    optimizer = torch.optim.Adam(problem.variables, lr=lr)
     best, best_variables, best_step = initial, problem.snapshot(), 0
     trace: list[TraceRecord] = []
     stopped_by, stale, step = "steps", 0, 0
@@ -202,7 +210,7 @@ def optimise(
         tau = schedule(step - 1)
         if config.lr_schedule == "cosine":
             for group in optimizer.param_groups:
-                group["lr"] = cosine_learning_rate(step - 1, steps, config.lr)
+                group["lr"] = cosine_learning_rate(step - 1, steps, lr)
         proxy_loss = problem.proxy_loss(lambda v: proxy.relax(v, tau, generator))
         optimizer.zero_grad(set_to_none=True)
         proxy_loss.backward()
@@ -299,7 +307,10 @@ def refine_latents(
 
     problem = WholeImage(model, x, initial_latents, lmbda, config)
     initial = problem.true_loss()
-    outcome = optimise(problem, initial, config, proxy, generator, config.time_budget, progress)
+    budget = None  # what is left of the time budget after the encoder and the first true loss
+    if config.time_budget is not None:
+        budget = max(config.time_budget - (time.perf_counter() - started), 1e-3)
+    outcome = optimise(problem, initial, config, proxy, generator, budget, progress)
     first = TraceRecord(0, temperature_schedule(config, proxy, planned_steps(config))(0), float("nan"),
                         initial.loss, initial.bpp, initial.psnr, 0.0)
     return RefinementResult(
@@ -314,4 +325,5 @@ def refine_latents(
         lmbda=lmbda,
         trace=([first] + outcome.trace) if config.record_trace else [],
         stopped_by=outcome.stopped_by,
+        lr=config.lr or proxy.default_lr,
     )

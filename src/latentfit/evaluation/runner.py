@@ -36,7 +36,11 @@ class EvalConfig:
     methods: list[str] = field(default_factory=lambda: ["none", "sga+ssl"])
     steps: list[int] = field(default_factory=lambda: [500])
     lmbda: float | None = None
+    #: The papers' protocol by default (lr 5e-3 constant, their temperature schedules), so that
+    #: methods are compared as published; lr 3e-2 / "cosine" / "budget" are latentfit's defaults.
     lr: float = 5e-3
+    lr_schedule: str = "constant"
+    schedule: str = "papers"
     crop: tuple[int, int] | None = None
     limit: int | None = None
     seed: int = 0
@@ -51,6 +55,8 @@ class EvalConfig:
 
         keys = {"model": self.model, "lmbda": self.lmbda, "lr": self.lr, "crop": self.crop, "seed": self.seed,
                 "evaluate_every": self.evaluate_every, "version": __version__}
+        if (self.lr_schedule, self.schedule) != ("constant", "papers"):  # older journals stay valid
+            keys |= {"lr_schedule": self.lr_schedule, "schedule": self.schedule}
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -139,7 +145,8 @@ def evaluate_cell(config: EvalConfig, cell: Cell, path: str, device: str = "cpu"
         _MODEL_CACHE.clear()  # one model at a time bounds a worker's memory
         _MODEL_CACHE[key] = load_model(config.model, cell.quality, device=device)
     refinement = RefinementConfig(method=cell.method, steps=cell.steps, lr=config.lr, lmbda=config.lmbda,
-                                  seed=config.seed, evaluate_every=config.evaluate_every)
+                                  seed=config.seed, evaluate_every=config.evaluate_every,
+                                  lr_schedule=config.lr_schedule, schedule=config.schedule)
     result = encode(image, _MODEL_CACHE[key], refinement)
     record = {"cell": cell.key, "config_id": config.identity()} | asdict(cell) | result.stats | {
         "trace": result.refinement.trace_dicts()}
