@@ -7,6 +7,7 @@ seconds per step are compared; FLOPs of one proxy step come from torch's FlopCou
 
 Usage: python benchmarks/step_speed.py [--image ../shared/data/kodak/kodim23.png] [--crop 256] [--steps 20]
                                         [--blocks 3] [--threads 2] [--peak-gflops 150]
+                                        [--device cuda]
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from latentfit.imageio import pad_to_multiple
 from latentfit.relaxations import get_proxy
 
 
+def synchronize(x: torch.Tensor) -> None:
+    """Per-step times on CUDA need the queued kernels finished."""
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+
+
 def obvious_loop(model, x, steps: int, lr: float = 5e-3) -> list[float]:
     """The straightforward implementation: trainable model, true loss every step."""
     model.model.requires_grad_(True)
@@ -32,7 +39,7 @@ def obvious_loop(model, x, steps: int, lr: float = 5e-3) -> list[float]:
     y = latents.y.detach().clone().requires_grad_(True)
     z = latents.z.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([y, z], lr=lr)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(device=x.device).manual_seed(0)
     times = []
     for step in range(steps):
         started = time.perf_counter()
@@ -43,6 +50,7 @@ def obvious_loop(model, x, steps: int, lr: float = 5e-3) -> list[float]:
         optimizer.step()
         with torch.no_grad():  # the true loss as a user would compute it: all threads, every step
             model.rate_distortion(latentfit.Latents(y.detach(), z.detach()), x, model.lmbda, torch.round, clamp=True)
+        synchronize(x)
         times.append(time.perf_counter() - started)
     model.model.requires_grad_(False)
     return times
@@ -51,7 +59,7 @@ def obvious_loop(model, x, steps: int, lr: float = 5e-3) -> list[float]:
 def library_loop(model, x, steps: int) -> list[float]:
     stamps: list[float] = [time.perf_counter()]
     latentfit.refine_latents(model, x, latentfit.RefinementConfig(method="sga+ssl", steps=steps, record_trace=False),
-                             progress=lambda *_: stamps.append(time.perf_counter()))
+                             progress=lambda *_: (synchronize(x), stamps.append(time.perf_counter())))
     return [b - a for a, b in zip(stamps[1:], stamps[2:])]
 
 
@@ -62,11 +70,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--peak-gflops", type=float, default=0.0, help="assumed peak, for the fraction reported")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = latentfit.load_model()
-    x = latentfit.load_image(args.image).tensor
+    model = latentfit.load_model(device=args.device)
+    x = latentfit.load_image(args.image).tensor.to(args.device)
     if args.crop:
         top, left = (x.shape[-2] - args.crop) // 2, (x.shape[-1] - args.crop) // 2
         x = x[..., top : top + args.crop, left : left + args.crop].contiguous()
@@ -86,7 +95,8 @@ def main() -> None:
         library += library_loop(model, x, args.steps)[1:]
     t_obvious, t_library = statistics.median(obvious), statistics.median(library)
     gflops = flops / t_library / 1e9
-    print(f"image {args.image} {x.shape[-1]}x{x.shape[-2]}, {args.threads} threads, torch {torch.__version__}")
+    where = torch.cuda.get_device_name(x.device) if x.is_cuda else f"cpu, {args.threads} threads"
+    print(f"image {args.image} {x.shape[-1]}x{x.shape[-2]}, {where}, torch {torch.__version__}")
     print(f"obvious loop: {t_obvious * 1000:.1f} ms/step (median of {len(obvious)})")
     print(f"library loop: {t_library * 1000:.1f} ms/step (median of {len(library)})")
     print(f"speed-up: {t_obvious / t_library:.2f}x; one proxy step = {flops / 1e9:.2f} GFLOP -> {gflops:.1f} GFLOP/s"

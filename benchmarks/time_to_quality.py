@@ -26,7 +26,7 @@ import torch
 import latentfit
 from latentfit import RefinementConfig, TemperatureSchedule
 
-KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
+KODAK = Path(os.environ.get("LATENTFIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "kodak"
 
 
 def settings() -> dict[str, dict]:
@@ -60,7 +60,7 @@ def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def run_one(model, image: str, crop: int, name: str, options: dict) -> dict:
-    x = centre_crop(latentfit.load_image(str(KODAK / f"{image}.png")).tensor, crop)
+    x = centre_crop(latentfit.load_image(str(KODAK / f"{image}.png")).tensor, crop).to(model.device)
     result = latentfit.refine_latents(model, x, RefinementConfig(seed=0, **options))
     return {"image": image, "crop": crop, "setting": name, "seconds": result.seconds,
             "initial": result.initial.loss, "final": result.final.loss,
@@ -75,10 +75,11 @@ def main() -> None:
     parser.add_argument("--candidates", default="papers500,budget500-lr1e-2,budget300-lr2e-2")
     parser.add_argument("--journal", default="time_to_quality.jsonl")
     parser.add_argument("--quality", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (use a separate journal per device)")
     parser.add_argument("--summary-only", action="store_true", help="only summarise what the journal holds")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = latentfit.load_model(quality=args.quality)
+    model = latentfit.load_model(quality=args.quality, device=args.device)
     table = settings()
     names = ["reference"] + [c for c in args.candidates.split(",") if c]
     unknown = [n for n in names if n not in table]
@@ -105,7 +106,8 @@ def main() -> None:
             print(f"{image} {name}: {done[key]['seconds']:.1f} s, loss {done[key]['initial']:.4f} -> "
                   f"{done[key]['final']:.4f}", flush=True)
 
-    print(f"\ncrop {args.crop}, {args.threads} thread(s), quality {args.quality}, torch {torch.__version__}")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.threads} thread(s)"
+    print(f"\ncrop {args.crop}, {where}, quality {args.quality}, torch {torch.__version__}")
     print("Time to reach L_ref as a fraction of the reference's wall time (an image that never reaches it counts "
           "its whole run); steps to reach it / 2000 (free of timing noise).")
     print("| setting | images reaching L_ref | mean time / T_ref | median | mean steps / 2000 | "

@@ -60,13 +60,13 @@ def test_scale_drift_between_machines_is_refused_not_decoded_as_garbage(bundled_
     from latentfit.bitstream import BitstreamError
 
     result = encode(kodak_crop, bundled_model, RefinementConfig(method="none"))
-    original = type(bundled_model)._entropy_parameters
+    original = type(bundled_model)._split_entropy_parameters
 
-    def drifted(self, z_hat):  # what another platform's float rounding could do to h_s(ẑ)
-        scales, means = original(self, z_hat)
+    def drifted(self, params):  # what another platform's float rounding could do to h_s(ẑ)
+        scales, means = original(self, params)
         return scales * 1.01, means
 
-    monkeypatch.setattr(type(bundled_model), "_entropy_parameters", drifted)
+    monkeypatch.setattr(type(bundled_model), "_split_entropy_parameters", drifted)
     with pytest.raises(BitstreamError, match="differ from the encoder's"):
         decode(result.data, bundled_model, "drift.lfc")
 

@@ -30,22 +30,19 @@ Relaxation = Callable[[Tensor], Tensor]
 @contextmanager
 def deterministic(device: torch.device):
     """Run what defines decoded pixels the same way in every process: one CPU thread (thread count
-    changes how convolutions split their sums, so 1 and 2 threads round differently), deterministic
-    cuDNN on CUDA. Encoder and decoder both use it, so a file decodes to the pixels the encoder measured."""
-    if device.type == "cuda":
-        previous = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous
-        return
+    changes how convolutions split their sums, so 1 and 2 threads round differently; the entropy
+    coder's `h_s` always runs on the CPU), plus deterministic cuDNN on CUDA. Encoder and decoder both
+    use it, so a file decodes to the pixels the encoder measured."""
     threads = torch.get_num_threads()
+    previous = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     torch.set_num_threads(1)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous
 
 
 class IndexMismatchError(BitstreamError):
@@ -115,6 +112,7 @@ class LatentModel:
         self.source = source
         self._digest: bytes | None = None
         self._proxy_views: dict[tuple[bool, bool], LatentModel] = {}
+        self._cpu_coder: nn.Module | None = None
 
     # -- description ---------------------------------------------------------------------------
     @property
@@ -139,6 +137,7 @@ class LatentModel:
     def to(self, device: str | torch.device) -> "LatentModel":
         self.model.to(device)
         self._proxy_views.clear()
+        self._cpu_coder = None
         return self
 
     def proxy_view(self, channels_last: bool = False, compile: bool = False) -> "LatentModel":
@@ -237,9 +236,21 @@ class LatentModel:
         """
         return zlib.crc32(indexes.detach().to(torch.int32).cpu().numpy().tobytes())
 
-    def _hyper_decode(self, z_hat: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
-        scales, means = self._entropy_parameters(z_hat)
-        return scales, means, self.model.gaussian_conditional.build_indexes(scales)
+    def _coder(self) -> nn.Module:
+        """The model whose entropy bottleneck, `h_s` and Gaussian conditional do the entropy coding:
+        always a CPU one (a private copy when this model lives on a GPU). The scale indexes then come
+        from the same single-threaded CPU arithmetic on every machine and device, so a file encoded
+        on a GPU decodes on a CPU and vice versa; only `g_s` (the pixels) runs on `device`."""
+        if self.device.type == "cpu":
+            return self.model
+        if self._cpu_coder is None:
+            self._cpu_coder = copy.deepcopy(self.model).cpu()
+        return self._cpu_coder
+
+    def _hyper_decode(self, coder: nn.Module, z_hat: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """`(σ, μ, indexes)` from `ẑ`, on the CPU coder (see `_coder`)."""
+        scales, means = self._split_entropy_parameters(coder.h_s(z_hat.cpu()))
+        return scales, means, coder.gaussian_conditional.build_indexes(scales)
 
     @torch.no_grad()
     def compress(self, latents: Latents) -> tuple[list[bytes], list[tuple[int, int]], int]:
@@ -253,14 +264,15 @@ class LatentModel:
             return self._compress(latents)
 
     def _compress(self, latents: Latents) -> tuple[list[bytes], list[tuple[int, int]], int]:
-        model = self.model
+        coder = self._coder()
+        y, z = latents.y.cpu(), None if latents.z is None else latents.z.cpu()
         if not self.has_hyperprior:
-            strings = model.entropy_bottleneck.compress(latents.y)
+            strings = coder.entropy_bottleneck.compress(y)
             return [strings[0]], [tuple(latents.y.shape[-2:])], 0
-        z_strings = model.entropy_bottleneck.compress(latents.z)
-        z_hat = model.entropy_bottleneck.decompress(z_strings, latents.z.shape[-2:])
-        _, means, indexes = self._hyper_decode(z_hat)
-        y_strings = model.gaussian_conditional.compress(latents.y, indexes, means=means)
+        z_strings = coder.entropy_bottleneck.compress(z)
+        z_hat = coder.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        _, means, indexes = self._hyper_decode(coder, z_hat)
+        y_strings = coder.gaussian_conditional.compress(y, indexes, means=means)
         shapes = [tuple(latents.y.shape[-2:]), tuple(latents.z.shape[-2:])]
         return [y_strings[0], z_strings[0]], shapes, self.index_checksum(indexes)
 
@@ -280,16 +292,16 @@ class LatentModel:
             return self._decompress(strings, shapes, index_checksum)
 
     def _decompress(self, strings: list[bytes], shapes: list[tuple[int, int]], index_checksum: int | None) -> Tensor:
-        model = self.model
+        coder = self._coder()
         if not self.has_hyperprior:
-            y_hat = model.entropy_bottleneck.decompress([strings[0]], shapes[0])
+            y_hat = coder.entropy_bottleneck.decompress([strings[0]], shapes[0])
         else:
-            z_hat = model.entropy_bottleneck.decompress([strings[1]], shapes[1])
-            _, means, indexes = self._hyper_decode(z_hat)
+            z_hat = coder.entropy_bottleneck.decompress([strings[1]], shapes[1])
+            _, means, indexes = self._hyper_decode(coder, z_hat)
             if index_checksum is not None and self.index_checksum(indexes) != index_checksum:
                 raise IndexMismatchError(
                     "entropy-model scales computed here differ from the encoder's (floating-point differences "
                     "between machines); refusing to decode a garbled image"
                 )
-            y_hat = model.gaussian_conditional.decompress([strings[0]], indexes, means=means)
-        return model.g_s(y_hat).clamp_(0, 1)
+            y_hat = coder.gaussian_conditional.decompress([strings[0]], indexes, means=means)
+        return self.model.g_s(y_hat.to(self.device)).clamp_(0, 1)
