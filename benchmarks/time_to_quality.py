@@ -62,7 +62,7 @@ def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
 def run_one(model, image: str, crop: int, name: str, options: dict) -> dict:
     x = centre_crop(latentfit.load_image(str(KODAK / f"{image}.png")).tensor, crop).to(model.device)
     result = latentfit.refine_latents(model, x, RefinementConfig(seed=0, **options))
-    return {"image": image, "crop": crop, "setting": name, "seconds": result.seconds,
+    return {"image": image, "crop": crop, "setting": name, "model": model.digest.hex(), "seconds": result.seconds,
             "initial": result.initial.loss, "final": result.final.loss,
             "trace": [(r.step, r.seconds, r.true_loss) for r in result.trace]}
 
@@ -88,10 +88,16 @@ def main() -> None:
 
     journal = Path(args.journal)
     done: dict[tuple, dict] = {}
-    if journal.exists():
+    other_models = 0
+    if journal.exists():  # runs of other weights (or with no digest recorded) are never mixed in
         for line in journal.read_text().splitlines():
             record = json.loads(line)
+            if record.get("model") != model.digest.hex():
+                other_models += 1
+                continue
             done[(record["image"], record["crop"], record["setting"])] = record
+    if other_models:
+        print(f"{journal}: ignoring {other_models} run(s) made with other model weights")
     for image in args.images.split(","):
         for name in names:
             key = (image, args.crop, name)
