@@ -86,3 +86,15 @@ def test_decoding_in_another_process_with_another_thread_count_is_identical(bund
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), result.decoded)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (cross-device decoding)")
+def test_a_file_encoded_on_the_cpu_decodes_on_the_gpu_within_one_level(bundled_model, kodak_crop):
+    from latentfit import load_model
+
+    result = encode(kodak_crop, bundled_model, RefinementConfig(method="sga+ssl", steps=5))
+    gpu_model = load_model(bundled_model.name, bundled_model.quality, device="cuda")
+    decoded = decode(result.data, gpu_model, "cpu.lfc")  # entropy coding runs on the CPU on both sides
+    difference = np.abs(decoded.astype(np.int16) - result.decoded.astype(np.int16))
+    assert difference.max() <= 1
+    assert (difference > 0).mean() < 0.05
