@@ -77,7 +77,7 @@ def encode(
     hard: bool = typer.Option(False, help="Hard (straight-through) Gumbel samples."),
     time_budget: Optional[float] = typer.Option(None, help="Stop refining after this many seconds (best so far kept)."),
     anneal_to: Optional[float] = typer.Option(None, help="Anneal τ from τ_max to this value within the step budget."),
-    schedule: str = typer.Option("budget", help="Temperature schedule: budget (anneal τ_max → 0.05 within the "
+    schedule: str = typer.Option("budget", help="Temperature schedule: budget (anneal τ_max → 0.2·τ_max within the "
                                  "steps) or papers (the method's published one)."),
     tile: str = typer.Option("auto", help="Refine tile by tile with tiles of this many pixels a side; 'auto' tiles "
                              "images over 4 megapixels (768 px tiles), 'none' never."),
