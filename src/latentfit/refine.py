@@ -66,6 +66,10 @@ class RefinementConfig:
     compile: bool = False
     tile: int | Literal["auto"] | None = "auto"
 
+    def learning_rate(self, proxy: QuantizationProxy) -> float:
+        """Adam's lr: `lr`, or the proxy's `default_lr` when `lr` is None."""
+        return self.lr or proxy.default_lr
+
     def __post_init__(self):
         if self.steps != "auto" and (not isinstance(self.steps, int) or self.steps < 0):
             raise LatentfitError(f"steps must be an integer >= 0 or 'auto', got {self.steps!r}")
@@ -204,7 +208,7 @@ def optimise(
     started = time.perf_counter()
     steps = planned_steps(config) if proxy.refines else 0
     schedule = temperature_schedule(config, proxy, steps)
-    lr = config.lr or proxy.default_lr
+    lr = config.learning_rate(proxy)
     optimizer = torch.optim.Adam(problem.variables, lr=lr)
     best, best_variables, best_step = initial, problem.snapshot(), 0
     trace: list[TraceRecord] = []
@@ -330,5 +334,5 @@ def refine_latents(
         lmbda=lmbda,
         trace=([first] + outcome.trace) if config.record_trace else [],
         stopped_by=outcome.stopped_by,
-        lr=config.lr or proxy.default_lr,
+        lr=config.learning_rate(proxy),
     )

@@ -285,5 +285,5 @@ def refine_tiles(
         latents=refined.detach(), initial=initial, final=final, best_step=steps_run if improved_tiles else 0,
         steps_run=steps_run, seconds=seconds, seed=config.seed, method=proxy.name, lmbda=lmbda,
         trace=trace if config.record_trace else [], stopped_by=stopped_by, tiles=len(cores),
-        lr=config.lr or proxy.default_lr,
+        lr=config.learning_rate(proxy),
     )
