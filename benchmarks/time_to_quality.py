@@ -49,6 +49,10 @@ def settings() -> dict[str, dict]:
         "budget600-lr3e-2-tau0.2": budget(600, 3e-2, 0.2),
         "budget600-lr3e-2-tau0.02": budget(600, 3e-2, 0.02),
         "budget800-lr3e-2-eval50-compiled": budget(800, 3e-2) | dict(evaluate_every=50, compile=True),
+        "budget600-lr3e-2-tau0.3": budget(600, 3e-2, 0.3),
+        "budget600-lr4e-2-tau0.2": budget(600, 4e-2, 0.2),
+        "budget700-lr3e-2-tau0.2-eval25": budget(700, 3e-2, 0.2) | dict(evaluate_every=25),
+        "budget700-lr3e-2-tau0.2-eval25-compiled": budget(700, 3e-2, 0.2) | dict(evaluate_every=25, compile=True),
     }
 
 

@@ -74,6 +74,20 @@ def test_results_of_another_configuration_are_refused(tiny_eval, tmp_path):
         run_evaluation(tiny_eval, tmp_path)
 
 
+@pytest.mark.parametrize("recorded", ["0123456789abcdef", None])
+def test_results_made_with_other_weights_are_refused(tiny_eval, tmp_path, recorded):
+    tiny_eval.limit = 1
+    tiny_eval.methods = ["none"]
+    journal = tmp_path / "cells.jsonl"
+    (first,) = run_evaluation(tiny_eval, tmp_path)
+    assert len(first["weights_digest"]) == 16
+    run_evaluation(tiny_eval, tmp_path)  # the same weights resume
+    record = json.loads(journal.read_text()) | {"weights_digest": recorded}
+    journal.write_text(json.dumps(record) + "\n")
+    with pytest.raises(LatentfitError, match="quality 2 cells were made with other model weights"):
+        run_evaluation(tiny_eval, tmp_path)
+
+
 def test_summary_writes_compressai_results_and_bd_table(tmp_path):
     records = []
     for quality, (bpp, psnr) in enumerate(CURVE[:3], 1):

@@ -56,6 +56,7 @@ def encode(
     stats = {
         "model": model.name,
         "quality": model.quality,
+        "weights_digest": model.digest.hex(),
         "width": image.width,
         "height": image.height,
         "bytes": size,

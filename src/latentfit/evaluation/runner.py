@@ -130,6 +130,23 @@ def read_records(results_dir: Path, identity: str) -> dict[str, dict]:
 _MODEL_CACHE: dict[tuple, object] = {}
 
 
+def check_weights(config: EvalConfig, done: dict[str, dict], journal: Path, device: str = "cpu") -> None:
+    """Refuse recorded learned cells made with other weights than `config.model` now loads (a model
+    name and quality can point to retrained weights), so their numbers are never mixed in."""
+    recorded: dict[int, set] = defaultdict(set)
+    for record in done.values():
+        if record.get("method") not in CLASSICAL_CODECS:
+            recorded[record["quality"]].add(record.get("weights_digest"))
+    for quality, digests in sorted(recorded.items()):
+        current = load_model(config.model, quality, device=device).digest.hex()
+        if digests != {current}:
+            other = ", ".join(sorted(str(d) for d in digests - {current}))
+            raise LatentfitError(
+                f"{journal}: quality {quality} cells were made with other model weights (digest {other}; "
+                f"now {current}); use another results folder"
+            )
+
+
 def evaluate_cell(config: EvalConfig, cell: Cell, path: str, device: str = "cpu") -> tuple[dict, bytes | None]:
     """One cell's record and, for learned codecs, its `.lfc` bytes. Runs in-process or as a Ray task."""
     import torch
@@ -201,6 +218,7 @@ def run_evaluation(config: EvalConfig, results_dir: str | os.PathLike, device: s
     results_dir.mkdir(parents=True, exist_ok=True)
     identity = config.identity()
     done = read_records(results_dir, identity)
+    check_weights(config, done, results_dir / "cells.jsonl", device)
     todo = [(cell, path) for cell, path in cells(config) if cell.key not in done]
     total = len(done) + len(todo)
     use_ray = (workers > 1 or ray_address) and todo
