@@ -71,6 +71,20 @@ def test_scale_drift_between_machines_is_refused_not_decoded_as_garbage(bundled_
         decode(result.data, bundled_model, "drift.lfc")
 
 
+def test_the_entropy_coder_copy_codes_like_the_model_without_the_transforms(bundled_model, kodak_crop, monkeypatch):
+    from latentfit.models.adapter import entropy_coder_copy
+
+    result = encode(kodak_crop, bundled_model, RefinementConfig(method="none"))
+    coder = entropy_coder_copy(bundled_model.model)
+    assert not hasattr(coder, "g_a") and not hasattr(coder, "g_s")
+    size = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert size(coder) < 0.5 * size(bundled_model.model)
+    # what a GPU-resident model uses for its entropy coding: the same strings and the same pixels
+    monkeypatch.setattr(bundled_model, "_coder", lambda: coder)
+    assert bundled_model.compress(result.refinement.latents)[0] == result.stream.strings
+    assert np.array_equal(decode(result.data, bundled_model), result.decoded)
+
+
 def test_decoding_in_another_process_with_another_thread_count_is_identical(bundled_model, kodak_crop, tmp_path):
     import subprocess
     import sys

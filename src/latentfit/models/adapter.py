@@ -94,6 +94,21 @@ def _bottleneck_medians(bottleneck: EntropyBottleneck) -> Tensor:
     return bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
 
 
+#: The parts of a CompressAI model that entropy coding uses (`g_a`/`g_s` are not among them).
+ENTROPY_CODING_MODULES = ("entropy_bottleneck", "h_s", "gaussian_conditional")
+
+
+def entropy_coder_copy(model: nn.Module) -> nn.Module:
+    """A CPU copy of only the modules entropy coding needs (`ENTROPY_CODING_MODULES`): a fraction
+    of the model's memory (the transforms `g_a`, `g_s` stay where they are, uncopied)."""
+    coder = nn.Module()
+    for name in ENTROPY_CODING_MODULES:
+        module = getattr(model, name, None)
+        if module is not None:
+            setattr(coder, name, copy.deepcopy(module).cpu())
+    return coder.eval()
+
+
 class LatentModel:
     """A frozen CompressAI model seen through the operations latent refinement needs.
 
@@ -244,7 +259,7 @@ class LatentModel:
         if self.device.type == "cpu":
             return self.model
         if self._cpu_coder is None:
-            self._cpu_coder = copy.deepcopy(self.model).cpu()
+            self._cpu_coder = entropy_coder_copy(self.model)
         return self._cpu_coder
 
     def _hyper_decode(self, coder: nn.Module, z_hat: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
