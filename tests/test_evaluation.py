@@ -99,6 +99,44 @@ def test_summary_writes_compressai_results_and_bd_table(tmp_path):
     assert document["name"] == "m-sga+ssl-500" and set(document["results"]) >= {"bpp", "psnr-rgb", "ms-ssim-rgb"}
     assert summary["bd_rates"][0]["bd_rate"] == pytest.approx(-10.0, abs=0.05)
     assert not math.isnan(json.loads((tmp_path / "bd_rates.json").read_text())[0]["bd_psnr"])
+    row = next(line for line in (tmp_path / "summary.md").read_text().splitlines() if "| sga+ssl | 500 |" in line)
+    assert "-10.0" in row and "| m none |" in row
+
+
+def test_gain_share_follows_the_best_true_loss_so_far():
+    from latentfit.evaluation.tables import gain_share
+
+    # L_true falls linearly 1.0 -> 0.0 over 100 steps, with a worse point at step 60 (best-so-far stays)
+    trace = [{"step": s, "true_loss": 1.0 - s / 100} for s in range(0, 101, 10)]
+    trace[6]["true_loss"] = 2.0
+    assert gain_share(trace, 50) == pytest.approx(0.5)
+    assert gain_share(trace, 60) == pytest.approx(0.5)
+    assert gain_share(trace, 100) == pytest.approx(1.0)
+    assert gain_share(trace, 200) is None  # the run did not get that far
+    assert gain_share([{"step": 0, "true_loss": 1.0}, {"step": 10, "true_loss": 1.5}], 10) is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0.1, 10.0), min_size=2, max_size=30), st.integers(0, 300))
+def test_gain_share_is_a_share_and_grows_with_the_step(losses, step):
+    from latentfit.evaluation.tables import gain_share
+
+    trace = [{"step": 10 * i, "true_loss": loss} for i, loss in enumerate(losses)]
+    share, later = gain_share(trace, step), gain_share(trace, step + 10)
+    if share is not None:
+        assert 0.0 <= share <= 1.0 + 1e-12
+        assert later is None or later >= share
+
+
+def test_early_gain_table_averages_over_cells():
+    from latentfit.evaluation.tables import early_gain_table
+
+    fast = [{"step": 0, "true_loss": 1.0}, {"step": 50, "true_loss": 0.2}, {"step": 250, "true_loss": 0.0}]
+    slow = [{"step": 0, "true_loss": 1.0}, {"step": 50, "true_loss": 0.6}, {"step": 250, "true_loss": 0.0}]
+    records = [{"method": "a", "steps": 250, "trace": fast}, {"method": "a", "steps": 250, "trace": slow},
+               {"method": "none", "steps": 0, "trace": fast}]
+    rows = [line for line in early_gain_table(records, steps=(50,)).splitlines() if line.startswith("| a |")]
+    assert rows == ["| a | 250 | 60.0% | 2 |"]
 
 
 def test_classical_codecs_give_real_files_and_sensible_curves():

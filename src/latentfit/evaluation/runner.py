@@ -26,6 +26,7 @@ from ..refine import RefinementConfig
 from .bdrate import bd_psnr, bd_rate
 from .classical import CLASSICAL_CODECS, classical_record
 from .plots import convergence_plot, rd_plot
+from .tables import markdown_summary
 
 
 @dataclass
@@ -249,7 +250,8 @@ def _append(journal, record: dict) -> None:
 
 
 def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
-    """Write one CompressAI-format JSON per (model, method, steps) and `bd_rates.json` against `none`."""
+    """Write one CompressAI-format JSON per (model, method, steps), `bd_rates.json` against `none`,
+    `summary.md` (the same as Markdown tables, with early convergence from the traces) and the plots."""
     results_dir = Path(results_dir)
     groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
@@ -279,6 +281,7 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
             table.append({"model": model, "method": method, "steps": steps, "anchor": f"{anchor_model} none",
                           "bd_rate": rate, "bd_psnr": quality})
     atomic_write_bytes(results_dir / "bd_rates.json", json.dumps(table, indent=2).encode(), force=True)
+    atomic_write_bytes(results_dir / "summary.md", markdown_summary(records, table).encode(), force=True)
     labelled = {(f"{m} {meth} {st}" if meth != m else m): c for (m, meth, st), c in curves.items()}
     rd_plot(labelled, results_dir / "rd.png")
     convergence_plot(records, results_dir / "convergence.png")
