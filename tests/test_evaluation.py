@@ -26,6 +26,25 @@ def test_bd_rate_recovers_a_known_rate_factor(factor):
     assert bd_rate(CURVE, shifted) == pytest.approx((factor - 1) * 100, abs=0.05)
 
 
+def test_quality_overlap_measures_the_shared_psnr_range_and_low_overlap_is_flagged(tmp_path):
+    from latentfit.evaluation.bdrate import quality_overlap
+
+    assert quality_overlap(CURVE, CURVE) == pytest.approx(1.0)
+    higher = [(bpp * 2, psnr + 3.25) for bpp, psnr in CURVE]  # 27..33.5 vs 30.25..36.75: 3.25 of 9.75 dB
+    assert quality_overlap(CURVE, higher) == pytest.approx(3.25 / 9.75)
+    assert quality_overlap(CURVE, [(b, p + 10) for b, p in CURVE]) == 0.0
+    records = [{"model": "m", "method": method, "steps": steps, "quality": q, "bpp": bpp, "psnr": psnr,
+                "ms_ssim": 0.9, "seconds": 1.0}
+               for method, steps, curve in (("none", 0, CURVE), ("far", 500, higher), ("apart", 500,
+                                            [(b, p + 10) for b, p in CURVE]))
+               for q, (bpp, psnr) in enumerate(curve, 1)]
+    rows = {row["method"]: row for row in summarise(records, tmp_path)["bd_rates"]}
+    assert rows["far"]["psnr_overlap"] == pytest.approx(1 / 3) and rows["far"]["bd_rate"] is not None
+    assert rows["apart"]["bd_rate"] is None  # disjoint: no BD value rather than NaN
+    table = (tmp_path / "summary.md").read_text()
+    assert "33.3% (low)" in table and "100.0% (low)" not in table
+
+
 def test_bd_psnr_recovers_a_known_quality_offset():
     assert bd_psnr(CURVE, [(bpp, psnr + 0.7) for bpp, psnr in CURVE]) == pytest.approx(0.7, abs=1e-6)
 
@@ -128,15 +147,17 @@ def test_gain_share_is_a_share_and_grows_with_the_step(losses, step):
         assert later is None or later >= share
 
 
-def test_early_gain_table_averages_over_cells():
-    from latentfit.evaluation.tables import early_gain_table
+def test_early_gain_table_averages_reductions_and_shares_over_cells():
+    from latentfit.evaluation.tables import early_gain_table, loss_reduction
 
-    fast = [{"step": 0, "true_loss": 1.0}, {"step": 50, "true_loss": 0.2}, {"step": 250, "true_loss": 0.0}]
-    slow = [{"step": 0, "true_loss": 1.0}, {"step": 50, "true_loss": 0.6}, {"step": 250, "true_loss": 0.0}]
+    fast = [{"step": 0, "true_loss": 2.0}, {"step": 50, "true_loss": 1.2}, {"step": 250, "true_loss": 1.0}]
+    slow = [{"step": 0, "true_loss": 1.0}, {"step": 50, "true_loss": 0.9}, {"step": 250, "true_loss": 0.5}]
+    assert loss_reduction(fast, 50) == pytest.approx(0.4) and loss_reduction(slow, 300) is None
     records = [{"method": "a", "steps": 250, "trace": fast}, {"method": "a", "steps": 250, "trace": slow},
                {"method": "none", "steps": 0, "trace": fast}]
     rows = [line for line in early_gain_table(records, steps=(50,)).splitlines() if line.startswith("| a |")]
-    assert rows == ["| a | 250 | 60.0% | 2 |"]
+    # by step 50: reductions 40 % and 10 % (shares 80 % and 20 %); at the end 50 % and 50 %
+    assert rows == ["| a | 250 | 25.00% (50%) | 50.00% (100%) | 2 |"]
 
 
 def test_classical_codecs_give_real_files_and_sensible_curves():

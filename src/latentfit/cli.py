@@ -396,7 +396,9 @@ def evaluate(
     report = write_report(records, summary, config, output)
     for row in summary["bd_rates"]:
         figures = ("no overlap" if row["bd_rate"] is None else
-                   f"BD-rate {row['bd_rate']:+.2f} % BD-PSNR {row['bd_psnr']:+.3f} dB")
+                   f"BD-rate {row['bd_rate']:+.2f} % BD-PSNR "
+                   f"{'—' if row['bd_psnr'] is None else format(row['bd_psnr'], '+.3f')} dB "
+                   f"over {row['psnr_overlap']:.0%} of the PSNR range")
         typer.echo(f"{row['model']} {row['method']} {row['steps']} steps: {figures} vs {row['anchor']}")
     typer.echo(f"{len(records)} cells in {output}; report: {report}", err=True)
 

@@ -77,7 +77,8 @@ def write_report(records: list[dict], summary: dict, config: EvalConfig, results
     table = "".join(
         f"<tr><td>{html.escape(str(r['model']))}</td><td>{html.escape(str(r['method']))}</td><td>{r['steps']}</td>"
         f"<td>{html.escape(r['anchor'])}</td><td>{signed(r['bd_rate'], '%', 2)}</td>"
-        f"<td>{signed(r['bd_psnr'], 'dB', 3)}</td></tr>"
+        f"<td>{signed(r['bd_psnr'], 'dB', 3)}</td>"
+        f"<td>{'—' if r.get('psnr_overlap') is None else format(r['psnr_overlap'], '.0%')}</td></tr>"
         for r in summary["bd_rates"]
     )
     averages: dict[tuple, list[dict]] = defaultdict(list)
@@ -107,7 +108,7 @@ table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px soli
 <p>{len(records)} cells from {html.escape(', '.join(config.datasets))}; crop {html.escape(str(config.crop))};
 seed {config.seed}; lr {config.lr}; λ {html.escape(str(config.lmbda or "model's own"))}.</p>
 <h2>BD-rate against no refinement</h2>
-<table><tr><th>model</th><th>method</th><th>steps</th><th>anchor</th><th>BD-rate</th><th>BD-PSNR</th></tr>{table}</table>
+<table><tr><th>model</th><th>method</th><th>steps</th><th>anchor</th><th>BD-rate</th><th>BD-PSNR</th><th>PSNR overlap</th></tr>{table}</table>
 <h2>Plots</h2><div class="row">{plots}</div>
 <h2>Crops: original / no refinement / refined at about the same bpp</h2>{viewer}
 <h2>Averages</h2>

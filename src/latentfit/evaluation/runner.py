@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import warnings
 from collections import defaultdict
@@ -23,7 +24,7 @@ from ..errors import LatentfitError
 from ..imageio import LoadedImage, atomic_write_bytes, list_images, load_image, to_uint8
 from ..models.registry import load_model
 from ..refine import RefinementConfig
-from .bdrate import bd_psnr, bd_rate
+from .bdrate import bd_psnr, bd_rate, quality_overlap
 from .classical import CLASSICAL_CODECS, classical_record
 from .plots import convergence_plot, rd_plot
 from .tables import markdown_summary
@@ -274,12 +275,17 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
         # a learned curve is compared with its own model's `none`; a classical codec with every model's
         for anchor_model in [model] if model in anchors else ([] if method != model else sorted(anchors)):
             anchor = anchors[anchor_model]
+            overlap = quality_overlap(anchor, curve)
             try:
-                rate, quality = bd_rate(anchor, curve), bd_psnr(anchor, curve)
-            except Exception:  # curves whose PSNR ranges do not overlap have no BD value
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    rate, quality = (bd_rate(anchor, curve), bd_psnr(anchor, curve)) if overlap > 0 else (None, None)
+            except Exception:  # e.g. a curve that is not monotonic enough to interpolate
                 rate = quality = None
+            # the package gives NaN (and a warning) when the rate ranges are disjoint: no value, not NaN
+            rate, quality = ((v if v is not None and math.isfinite(v) else None) for v in (rate, quality))
             table.append({"model": model, "method": method, "steps": steps, "anchor": f"{anchor_model} none",
-                          "bd_rate": rate, "bd_psnr": quality})
+                          "bd_rate": rate, "bd_psnr": quality, "psnr_overlap": overlap})
     atomic_write_bytes(results_dir / "bd_rates.json", json.dumps(table, indent=2).encode(), force=True)
     atomic_write_bytes(results_dir / "summary.md", markdown_summary(records, table).encode(), force=True)
     labelled = {(f"{m} {meth} {st}" if meth != m else m): c for (m, meth, st), c in curves.items()}

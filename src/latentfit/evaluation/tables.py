@@ -1,11 +1,14 @@
 """Markdown tables of an evaluation (`summary.md`): BD-rates against `none` with seconds per cell,
-and how early each method gets its gain, from the recorded optimisation traces."""
+and how fast each method lowers the true loss, from the recorded optimisation traces."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 
+#: Below this share of the joint PSNR range, a BD value is averaged over too little to trust
+#: (the `bjontegaard` package's own threshold).
+LOW_OVERLAP = 0.75
 #: Steps at which `early_gain_table` reports the share of the final gain reached.
 EARLY_STEPS = (50, 100, 250)
 
@@ -34,37 +37,63 @@ def bd_rate_table(records: list[dict], bd_rates: list[dict]) -> str:
     cells: dict[tuple, list[dict]] = defaultdict(list)
     for record in records:
         cells[(record["model"], record["method"], record["steps"])].append(record)
-    lines = ["| model | method | steps | anchor | images | BD-rate | BD-PSNR | seconds per cell |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | method | steps | anchor | images | BD-rate | BD-PSNR | PSNR overlap | seconds per cell |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in sorted(bd_rates, key=lambda r: (r["model"], r["anchor"], r["method"], r["steps"])):
         group = cells[(row["model"], row["method"], row["steps"])]
         images = len({r["image"] for r in group if "image" in r})
         seconds = sum(r.get("seconds") or 0.0 for r in group) / max(len(group), 1)
         psnr = "—" if row["bd_psnr"] is None else f"{row['bd_psnr']:+.3f} dB"
+        overlap = row.get("psnr_overlap")
+        flag = "" if overlap is None or overlap >= LOW_OVERLAP else " (low)"
         lines.append(f"| {row['model']} | {row['method']} | {row['steps']} | {row['anchor']} | {images} | "
-                     f"{_percent(row['bd_rate'])} | {psnr} | {seconds:.1f} |")
+                     f"{_percent(row['bd_rate'])} | {psnr} | {_percent(overlap, signed=False)}{flag} | "
+                     f"{seconds:.1f} |")
     return "\n".join(lines)
 
 
+def loss_reduction(trace: list[dict], step: int) -> float | None:
+    """Relative true-loss reduction by `step`: (L₀ − min_{s ≤ step} L_true(s)) / L₀, comparable across
+    methods (unlike `gain_share`, which is relative to each run's own end). None if the trace stops
+    before `step` or does not start at step 0."""
+    points = [p for p in trace if p.get("true_loss") is not None and math.isfinite(p["true_loss"])]
+    if not points or points[0]["step"] != 0 or points[-1]["step"] < step or points[0]["true_loss"] <= 0:
+        return None
+    start = points[0]["true_loss"]
+    return (start - min(p["true_loss"] for p in points if p["step"] <= step)) / start
+
+
 def early_gain_table(records: list[dict], steps: tuple[int, ...] = EARLY_STEPS) -> str:
-    """Mean share of the final gain reached by each of `steps`, per (method, steps), over cells."""
-    shares: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    """Per (method, steps), mean over cells of the true-loss reduction by each of `steps` and at the
+    end, with the mean share of the run's own final gain in brackets."""
+    columns: dict[tuple, dict[int | str, list[tuple[float, float | None]]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         if record.get("steps") and record.get("trace"):
-            for step in steps:
-                share = gain_share(record["trace"], step)
-                if share is not None:
-                    shares[(record["method"], record["steps"])][step].append(share)
-    lines = ["| method | steps | " + " | ".join(f"gain by step {s}" for s in steps) + " | cells |",
-             "|---|---|" + "---|" * (len(steps) + 1)]
-    for (method, total), by_step in sorted(shares.items()):
-        values = [sum(by_step[s]) / len(by_step[s]) if by_step[s] else None for s in steps]
-        count = max(len(v) for v in by_step.values())
-        lines.append(f"| {method} | {total} | " + " | ".join(_percent(v, signed=False) for v in values) +
-                     f" | {count} |")
+            trace = record["trace"]
+            for step in (*steps, "end"):
+                at = trace[-1]["step"] if step == "end" else step
+                reduction = loss_reduction(trace, at)
+                if reduction is not None:
+                    columns[(record["method"], record["steps"])][step].append((reduction, gain_share(trace, at)))
+
+    def cell(values: list[tuple[float, float | None]]) -> str:
+        if not values:
+            return "—"
+        shares = [share for _, share in values if share is not None]
+        share = f" ({sum(shares) / len(shares):.0%})" if shares else ""
+        return f"{sum(r for r, _ in values) / len(values):.2%}{share}"
+
+    lines = ["| method | steps | " + " | ".join(f"by step {s}" for s in steps) + " | at the end | cells |",
+             "|---|---|" + "---|" * (len(steps) + 2)]
+    for (method, total), by_step in sorted(columns.items()):
+        lines.append(f"| {method} | {total} | " + " | ".join(cell(by_step[s]) for s in (*steps, "end")) +
+                     f" | {len(by_step['end'])} |")
     return "\n".join(lines)
 
 
 def markdown_summary(records: list[dict], bd_rates: list[dict]) -> str:
-    return ("## BD-rate against `none` (negative: fewer bits at equal PSNR)\n\n" + bd_rate_table(records, bd_rates) +
-            "\n\n## Share of the final gain (L₀ − L_best) reached early\n\n" + early_gain_table(records) + "\n")
+    return ("## BD-rate against `none` (negative: fewer bits at equal PSNR)\n\nBD values are averaged over the PSNR "
+            "range both curves cover; *PSNR overlap* is that range's share of their joint range, "
+            f"(low) below {LOW_OVERLAP:.0%}.\n\n" + bd_rate_table(records, bd_rates) +
+            "\n\n## How fast the true loss falls\n\nMean relative reduction (L₀ − L_best so far) / L₀ by each "
+            "step, and in brackets the share of the run's own final gain it is.\n\n" + early_gain_table(records) + "\n")
