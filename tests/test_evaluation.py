@@ -232,3 +232,28 @@ def test_ray_and_in_process_paths_give_identical_numbers(tmp_path):
     assert strip(distributed) == strip(local)
     for name in (p.name for p in (tmp_path / "local" / "files").iterdir()):
         assert (tmp_path / "ray" / "files" / name).read_bytes() == (tmp_path / "local" / "files" / name).read_bytes()
+
+
+def test_an_unfinished_image_is_left_out_of_every_curve_instead_of_skewing_some_points(tmp_path):
+    """A run cut short has an image at some qualities only: averaging it into those points alone would
+    bend the curve. The summary must equal the one of the finished images, and name the left-out one."""
+    def records_for(image, curve, methods=(("none", 0, 1.0), ("sga+ssl", 500, 0.8))):
+        return [{"model": "m", "method": method, "steps": steps, "quality": q, "image": image,
+                 "bpp": bpp * factor, "psnr": psnr, "ms_ssim": 0.9, "seconds": 1.0}
+                for method, steps, factor in methods for q, (bpp, psnr) in enumerate(curve, 1)]
+
+    finished = records_for("a.png", CURVE) + records_for("b.png", [(b * 1.3, p + 1) for b, p in CURVE])
+    # c.png: `none` at every quality, the refined method only at the two lowest, far off the others
+    unfinished = records_for("c.png", [(b * 5, p - 6) for b, p in CURVE], methods=(("none", 0, 1.0),))
+    unfinished += records_for("c.png", [(b * 5, p - 6) for b, p in CURVE[:2]], methods=(("sga+ssl", 500, 0.5),))
+    (tmp_path / "clean").mkdir(), (tmp_path / "mixed").mkdir()
+    clean = summarise(finished, tmp_path / "clean")["bd_rates"]
+    mixed = summarise(finished + unfinished, tmp_path / "mixed")["bd_rates"]
+    assert len(clean) == len(mixed) == 1
+    assert mixed[0]["bd_rate"] == pytest.approx(clean[0]["bd_rate"]) and mixed[0]["images"] == 2
+    assert mixed[0]["left_out"] == ["c.png"] and clean[0]["left_out"] == []
+    summary = (tmp_path / "mixed" / "summary.md").read_text()
+    assert "c.png" in summary and "| m | sga+ssl | 500 | m none | 2 |" in summary
+    # the `none` curve on its own averages all three images: c.png is finished there
+    anchor = json.loads((tmp_path / "mixed" / "m-none-0.json").read_text())
+    assert anchor["images"] == 3

@@ -83,7 +83,8 @@ def center_crop(image: LoadedImage, crop: tuple[int, int] | None) -> LoadedImage
 
 
 def cells(config: EvalConfig) -> Iterator[tuple[Cell, Path]]:
-    """Every cell, grouped by quality (one model load each); `none` runs once, at 0 steps."""
+    """Every cell, one image after another (so a run cut short, or extended with a larger `limit`,
+    leaves whole images finished); `none` runs once, at 0 steps."""
     images = [path for folder in config.datasets for path in list_images(folder)]
     if config.limit:
         images = images[: config.limit]
@@ -95,8 +96,8 @@ def cells(config: EvalConfig) -> Iterator[tuple[Cell, Path]]:
         for setting in CLASSICAL_CODECS[codec][1]:
             for path in images:
                 yield Cell(f"{Path(path).parent.name}/{path.name}", setting, codec, 0), path
-    for quality in config.qualities:
-        for path in images:
+    for path in images:
+        for quality in config.qualities:
             for method in config.methods:
                 for steps in [0] if method == "none" else config.steps:
                     yield Cell(f"{Path(path).parent.name}/{path.name}", quality, method, steps), path
@@ -250,31 +251,61 @@ def _append(journal, record: dict) -> None:
     os.fsync(journal.fileno())
 
 
+def complete_images(by_quality: dict[int, list[dict]]) -> set[str]:
+    """The images that have a record at every quality of a curve: only they are averaged into it, so
+    a run cut short never mixes image sets across the points of one curve."""
+    sets = [{record.get("image") for record in records} for records in by_quality.values()]
+    return set.intersection(*sets) if sets else set()
+
+
+def mean_curve(by_quality: dict[int, list[dict]], images: set[str], key: str) -> list[float]:
+    """Per quality (ascending), the mean of `key` over the records of `images`."""
+    means = []
+    for quality in sorted(by_quality):
+        values = [record[key] or 0.0 for record in by_quality[quality] if record.get("image") in images]
+        means.append(sum(values) / len(values))
+    return means
+
+
 def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
     """Write one CompressAI-format JSON per (model, method, steps), `bd_rates.json` against `none`,
-    `summary.md` (the same as Markdown tables, with early convergence from the traces) and the plots."""
+    `summary.md` (the same as Markdown tables, with early convergence from the traces) and the plots.
+
+    A curve averages the images finished at every one of its qualities; a BD row compares two curves
+    over the images both have finished, so a partial run gives fewer images, never mixed ones."""
     results_dir = Path(results_dir)
     groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         groups[(record["model"], record["method"], record["steps"])][record["quality"]].append(record)
-    curves = {}
+    curves, complete = {}, {}
     for (model, method, steps), by_quality in sorted(groups.items()):
-        qualities = sorted(by_quality)
-        mean = lambda key: [sum(r[key] or 0.0 for r in by_quality[q]) / len(by_quality[q]) for q in qualities]  # noqa: E731
+        complete[(model, method, steps)] = images = complete_images(by_quality)
+        if not images:
+            continue
         name = f"{model}-{method}-{steps}"
         document = {"name": name, "description": f"latentfit {method}, {steps} steps, on {model}",
-                    "results": {"quality": qualities, "bpp": mean("bpp"), "psnr-rgb": mean("psnr"),
-                                "ms-ssim-rgb": mean("ms_ssim"), "encoding_time": mean("seconds")}}
+                    "images": len(images),
+                    "results": {"quality": sorted(by_quality)} | {
+                        column: mean_curve(by_quality, images, key) for column, key in
+                        [("bpp", "bpp"), ("psnr-rgb", "psnr"), ("ms-ssim-rgb", "ms_ssim"), ("encoding_time", "seconds")]}}
         atomic_write_bytes(results_dir / f"{name}.json", json.dumps(document, indent=2).encode(), force=True)
         curves[(model, method, steps)] = list(zip(document["results"]["bpp"], document["results"]["psnr-rgb"]))
     table = []
-    anchors = {model: curve for (model, method, _), curve in curves.items() if method == "none" and len(curve) >= 2}
+    anchors = {model: key for key in curves if key[1] == "none" and len(curves[key]) >= 2 for model in [key[0]]}
     for (model, method, steps), curve in curves.items():
         if method == "none" or len(curve) < 2:
             continue
         # a learned curve is compared with its own model's `none`; a classical codec with every model's
         for anchor_model in [model] if model in anchors else ([] if method != model else sorted(anchors)):
-            anchor = anchors[anchor_model]
+            anchor_key = anchors[anchor_model]
+            images = complete[(model, method, steps)] & complete[anchor_key]
+            if not images:
+                continue
+            pair = []
+            for key in (anchor_key, (model, method, steps)):
+                by_quality = groups[key]
+                pair.append(list(zip(mean_curve(by_quality, images, "bpp"), mean_curve(by_quality, images, "psnr"))))
+            anchor, curve = pair
             overlap = quality_overlap(anchor, curve)
             try:
                 with warnings.catch_warnings():
@@ -284,8 +315,11 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
                 rate = quality = None
             # the package gives NaN (and a warning) when the rate ranges are disjoint: no value, not NaN
             rate, quality = ((v if v is not None and math.isfinite(v) else None) for v in (rate, quality))
+            left_out = sorted({r.get("image") for key in (anchor_key, (model, method, steps))
+                               for rs in groups[key].values() for r in rs} - images)
             table.append({"model": model, "method": method, "steps": steps, "anchor": f"{anchor_model} none",
-                          "bd_rate": rate, "bd_psnr": quality, "psnr_overlap": overlap})
+                          "bd_rate": rate, "bd_psnr": quality, "psnr_overlap": overlap,
+                          "images": len(images), "left_out": left_out})
     atomic_write_bytes(results_dir / "bd_rates.json", json.dumps(table, indent=2).encode(), force=True)
     atomic_write_bytes(results_dir / "summary.md", markdown_summary(records, table).encode(), force=True)
     labelled = {(f"{m} {meth} {st}" if meth != m else m): c for (m, meth, st), c in curves.items()}

@@ -41,7 +41,7 @@ def bd_rate_table(records: list[dict], bd_rates: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for row in sorted(bd_rates, key=lambda r: (r["model"], r["anchor"], r["method"], r["steps"])):
         group = cells[(row["model"], row["method"], row["steps"])]
-        images = len({r["image"] for r in group if "image" in r})
+        images = row.get("images", len({r["image"] for r in group if "image" in r}))
         seconds = sum(r.get("seconds") or 0.0 for r in group) / max(len(group), 1)
         psnr = "—" if row["bd_psnr"] is None else f"{row['bd_psnr']:+.3f} dB"
         overlap = row.get("psnr_overlap")
@@ -91,9 +91,18 @@ def early_gain_table(records: list[dict], steps: tuple[int, ...] = EARLY_STEPS) 
     return "\n".join(lines)
 
 
+def left_out_note(bd_rates: list[dict]) -> str:
+    """A line naming the images some BD row left out because a curve had not finished them."""
+    left_out = sorted({image for row in bd_rates for image in row.get("left_out", [])})
+    if not left_out:
+        return ""
+    return (f"\n\nLeft out of at least one row (not finished at every quality of both curves): "
+            f"{', '.join(left_out)}.")
+
+
 def markdown_summary(records: list[dict], bd_rates: list[dict]) -> str:
     return ("## BD-rate against `none` (negative: fewer bits at equal PSNR)\n\nBD values are averaged over the PSNR "
             "range both curves cover; *PSNR overlap* is that range's share of their joint range, "
-            f"(low) below {LOW_OVERLAP:.0%}.\n\n" + bd_rate_table(records, bd_rates) +
+            f"(low) below {LOW_OVERLAP:.0%}.\n\n" + bd_rate_table(records, bd_rates) + left_out_note(bd_rates) +
             "\n\n## How fast the true loss falls\n\nMean relative reduction (L₀ − L_best so far) / L₀ by each "
             "step, and in brackets the share of the run's own final gain it is.\n\n" + early_gain_table(records) + "\n")
