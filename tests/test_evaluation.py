@@ -246,7 +246,6 @@ def test_an_unfinished_image_is_left_out_of_every_curve_instead_of_skewing_some_
     # c.png: `none` at every quality, the refined method only at the two lowest, far off the others
     unfinished = records_for("c.png", [(b * 5, p - 6) for b, p in CURVE], methods=(("none", 0, 1.0),))
     unfinished += records_for("c.png", [(b * 5, p - 6) for b, p in CURVE[:2]], methods=(("sga+ssl", 500, 0.5),))
-    (tmp_path / "clean").mkdir(), (tmp_path / "mixed").mkdir()
     clean = summarise(finished, tmp_path / "clean")["bd_rates"]
     mixed = summarise(finished + unfinished, tmp_path / "mixed")["bd_rates"]
     assert len(clean) == len(mixed) == 1

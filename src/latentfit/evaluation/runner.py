@@ -274,6 +274,7 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
     A curve averages the images finished at every one of its qualities; a BD row compares two curves
     over the images both have finished, so a partial run gives fewer images, never mixed ones."""
     results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         groups[(record["model"], record["method"], record["steps"])][record["quality"]].append(record)
