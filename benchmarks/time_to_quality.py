@@ -53,6 +53,8 @@ def settings() -> dict[str, dict]:
         "budget600-lr4e-2-tau0.2": budget(600, 4e-2, 0.2),
         "budget700-lr3e-2-tau0.2-eval25": budget(700, 3e-2, 0.2) | dict(evaluate_every=25),
         "budget700-lr3e-2-tau0.2-eval25-compiled": budget(700, 3e-2, 0.2) | dict(evaluate_every=25, compile=True),
+        "budget800-lr3e-2-tau0.2-compiled": budget(800, 3e-2, 0.2) | dict(compile=True),
+        "budget900-lr3e-2-tau0.2-eval25-compiled": budget(900, 3e-2, 0.2) | dict(evaluate_every=25, compile=True),
     }
 
 
