@@ -292,7 +292,7 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
         atomic_write_bytes(results_dir / f"{name}.json", json.dumps(document, indent=2).encode(), force=True)
         curves[(model, method, steps)] = list(zip(document["results"]["bpp"], document["results"]["psnr-rgb"]))
     table = []
-    anchors = {model: key for key in curves if key[1] == "none" and len(curves[key]) >= 2 for model in [key[0]]}
+    anchors = {key[0]: key for key, curve in curves.items() if key[1] == "none" and len(curve) >= 2}
     for (model, method, steps), curve in curves.items():
         if method == "none" or len(curve) < 2:
             continue
