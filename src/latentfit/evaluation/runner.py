@@ -267,6 +267,11 @@ def mean_curve(by_quality: dict[int, list[dict]], images: set[str], key: str) ->
     return means
 
 
+def mean_points(by_quality: dict[int, list[dict]], images: set[str]) -> list[tuple[float, float]]:
+    """The (bpp, PSNR) curve averaged over the records of `images`."""
+    return list(zip(mean_curve(by_quality, images, "bpp"), mean_curve(by_quality, images, "psnr")))
+
+
 def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
     """Write one CompressAI-format JSON per (model, method, steps), `bd_rates.json` against `none`,
     `summary.md` (the same as Markdown tables, with early convergence from the traces) and the plots.
@@ -302,16 +307,12 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
             images = complete[(model, method, steps)] & complete[anchor_key]
             if not images:
                 continue
-            pair = []
-            for key in (anchor_key, (model, method, steps)):
-                by_quality = groups[key]
-                pair.append(list(zip(mean_curve(by_quality, images, "bpp"), mean_curve(by_quality, images, "psnr"))))
-            anchor, curve = pair
-            overlap = quality_overlap(anchor, curve)
+            anchor, test = (mean_points(groups[key], images) for key in (anchor_key, (model, method, steps)))
+            overlap = quality_overlap(anchor, test)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
-                    rate, quality = (bd_rate(anchor, curve), bd_psnr(anchor, curve)) if overlap > 0 else (None, None)
+                    rate, quality = (bd_rate(anchor, test), bd_psnr(anchor, test)) if overlap > 0 else (None, None)
             except Exception:  # e.g. a curve that is not monotonic enough to interpolate
                 rate = quality = None
             # the package gives NaN (and a warning) when the rate ranges are disjoint: no value, not NaN

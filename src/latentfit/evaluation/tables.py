@@ -13,11 +13,15 @@ LOW_OVERLAP = 0.75
 EARLY_STEPS = (50, 100, 250)
 
 
+def _finite_points(trace: list[dict]) -> list[dict]:
+    return [p for p in trace if p.get("true_loss") is not None and math.isfinite(p["true_loss"])]
+
+
 def gain_share(trace: list[dict], step: int) -> float | None:
     """Share of the run's final gain reached by `step`: (L₀ − min_{s ≤ step} L_true(s)) / (L₀ − L_best),
     with L₀ the true loss at step 0 and L_best the best over the whole trace (the latents kept).
     None when the trace has no gain to share or does not reach `step`."""
-    points = [p for p in trace if p.get("true_loss") is not None and math.isfinite(p["true_loss"])]
+    points = _finite_points(trace)
     if not points or points[0]["step"] != 0 or points[-1]["step"] < step:
         return None
     start = points[0]["true_loss"]
@@ -56,7 +60,7 @@ def loss_reduction(trace: list[dict], step: int) -> float | None:
     """Relative true-loss reduction by `step`: (L₀ − min_{s ≤ step} L_true(s)) / L₀, comparable across
     methods (unlike `gain_share`, which is relative to each run's own end). None if the trace stops
     before `step` or does not start at step 0."""
-    points = [p for p in trace if p.get("true_loss") is not None and math.isfinite(p["true_loss"])]
+    points = _finite_points(trace)
     if not points or points[0]["step"] != 0 or points[-1]["step"] < step or points[0]["true_loss"] <= 0:
         return None
     start = points[0]["true_loss"]
