@@ -256,3 +256,23 @@ def test_an_unfinished_image_is_left_out_of_every_curve_instead_of_skewing_some_
     # the `none` curve on its own averages all three images: c.png is finished there
     anchor = json.loads((tmp_path / "mixed" / "m-none-0.json").read_text())
     assert anchor["images"] == 3
+
+
+def test_convergence_figures_and_seconds_count_only_the_images_a_curve_finished(tmp_path):
+    """The true-loss table and seconds per cell must describe the same images as the BD rows: a
+    half-finished image (slow, with a far steeper trace) changes neither."""
+    def records_for(image, qualities, seconds, final_loss):
+        trace = [{"step": 0, "true_loss": 1.0}, {"step": 50, "true_loss": final_loss}, {"step": 500, "true_loss": final_loss}]
+        return [{"model": "m", "method": method, "steps": steps, "quality": q, "image": image, "bpp": bpp * factor,
+                 "psnr": psnr, "ms_ssim": 0.9, "seconds": seconds, "trace": trace if steps else []}
+                for method, steps, factor in (("none", 0, 1.0), ("sga+ssl", 500, 0.8))
+                for q, (bpp, psnr) in enumerate(CURVE, 1) if q in qualities or method == "none"]
+
+    finished = records_for("a.png", (1, 2, 3, 4), 2.0, 0.9) + records_for("b.png", (1, 2, 3, 4), 2.0, 0.9)
+    unfinished = records_for("c.png", (1, 2), 90.0, 0.2)
+    summarise(finished, tmp_path / "clean")
+    summarise(finished + unfinished, tmp_path / "mixed")
+    clean, mixed = ((tmp_path / name / "summary.md").read_text() for name in ("clean", "mixed"))
+    assert "| sga+ssl | 500 | 10.00% (100%) | 10.00% (100%) | 10.00% (100%) | 10.00% (100%) | 8 |" in mixed
+    assert "| 2.0 |" in mixed and "90.0" not in mixed
+    assert mixed.split("## How fast")[1] == clean.split("## How fast")[1]

@@ -52,7 +52,7 @@ def main() -> None:
     points = []
     for source in sorted(export.glob("latentfit-msh-*.pt")):
         card = json.loads(source.with_suffix(".json").read_text())
-        card["training_data"] = ["CID22 train (206)", "BSDS500 (500)"]
+        card.setdefault("training_data", ["CID22 train (206)", "BSDS500 (500)"])
         weights = BUNDLED_DIR / source.name
         export_weights(load_checkpoint(source).model, weights, card, dtype="int8")
         card = json.loads(weights.with_suffix(".json").read_text()) | measure(weights, kodak)

@@ -6,7 +6,8 @@ H100 idle). A phase that is not `--final` trains at a constant learning rate and
 quality's measured steps per second; the `--final` phase sets the run's total step count so that it
 ends inside the phase, with the learning-rate drop (×0.1) over its last `--drop-fraction` of steps.
 Every phase resumes from `<root>/q<Q>/last.pt` (model, optimisers, step, random state); a quality
-without a checkpoint starts from `<init-dir>/latentfit-msh-<Q>.pt`. Each phase exports fp16 weights
+without a checkpoint starts from `<init-dir>/latentfit-msh-<Q>.pt` (or the quality that `--init-qualities`
+maps it to, for a new λ set). Each phase exports fp16 weights
 and a model card to `--export-dir` (SIGTERM makes the trainer checkpoint and export).
 
 Usage: python tools/train_bundled_gpu.py --data DIR [--data DIR2] --seconds 500 [--final]
@@ -26,13 +27,19 @@ from pathlib import Path
 
 import torch
 
-QUALITIES = {1: 0.0067, 2: 0.013, 3: 0.025, 4: 0.0483}
+# λ per quality: one step of CompressAI's ladder below the first GPU runs (0.0067 … 0.0483), so the
+# four qualities cover about 0.25–1.0 bpp on Kodak (the range).
+QUALITIES = {1: 0.0035, 2: 0.0067, 3: 0.013, 4: 0.025}
 
 
 def checkpoint_step(path: Path) -> int:
     if not path.exists():
         return 0
     return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+
+
+def modified(path: Path) -> float | None:
+    return path.stat().st_mtime if path.exists() else None
 
 
 def main() -> None:
@@ -46,6 +53,8 @@ def main() -> None:
     parser.add_argument("--init-dir", default="src/latentfit/weights")
     parser.add_argument("--export-dir", default=os.environ.get("OUT", "export"))
     parser.add_argument("--qualities", default="1,2,3,4")
+    parser.add_argument("--init-qualities", default="",
+                        help="which committed quality each new quality starts from, e.g. 1,1,2,3 (default: its own)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--patch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -56,7 +65,9 @@ def main() -> None:
     export.mkdir(parents=True, exist_ok=True)
     started = time.time()
     processes = {}
-    for quality in (int(q) for q in args.qualities.split(",")):
+    qualities = [int(q) for q in args.qualities.split(",")]
+    init_from = dict(zip(qualities, [int(q) for q in args.init_qualities.split(",")] if args.init_qualities else qualities))
+    for quality in qualities:
         directory = root / f"q{quality}"
         directory.mkdir(parents=True, exist_ok=True)
         step = checkpoint_step(directory / "last.pt")
@@ -77,14 +88,25 @@ def main() -> None:
         for folder in args.data:
             command += ["--train-dir", folder]
         if step == 0:
-            command += ["--init-from", str(Path(args.init_dir) / f"latentfit-msh-{quality}.pt")]
+            command += ["--init-from", str(Path(args.init_dir) / f"latentfit-msh-{init_from[quality]}.pt")]
         log = open(directory / "log.txt", "a")
         processes[quality] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), step, steps, log)
         print(f"q{quality}: from step {step} to {steps} (lr drop at step {int(drop_at * steps)})", flush=True)
 
+    # (time, step) at each new checkpoint, so the rate the next phase plans with excludes start-up time.
+    seen = {quality: [] for quality in processes}
+    mtimes = {quality: modified(root / f"q{quality}" / "last.pt") for quality in processes}
     deadline = started + args.seconds
     while time.time() < deadline and any(p.poll() is None for p, *_ in processes.values()):
         time.sleep(2)
+        for quality in processes:
+            path = root / f"q{quality}" / "last.pt"
+            if modified(path) != mtimes[quality]:
+                mtimes[quality] = modified(path)
+                try:
+                    seen[quality].append((time.time(), checkpoint_step(path)))
+                except Exception:  # replaced while being read: the next poll reads it
+                    mtimes[quality] = None
     for process, *_ in processes.values():
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -95,6 +117,9 @@ def main() -> None:
         now = checkpoint_step(directory / "last.pt")
         elapsed = time.time() - started
         rate = (now - step) / elapsed
+        if len(seen[quality]) >= 2 and seen[quality][-1][1] > seen[quality][0][1]:
+            (t0, s0), (t1, s1) = seen[quality][0], seen[quality][-1]
+            rate = (s1 - s0) / (t1 - t0)
         (directory / "rate.json").write_text(json.dumps({"steps_per_second": rate}))
         tail = (directory / "log.txt").read_text().splitlines()[-3:]
         print(f"q{quality}: step {step} -> {now} in {elapsed:.0f} s ({rate:.1f} step/s), exit {process.returncode}; "

@@ -323,8 +323,10 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
                           "bd_rate": rate, "bd_psnr": quality, "psnr_overlap": overlap,
                           "images": len(images), "left_out": left_out})
     atomic_write_bytes(results_dir / "bd_rates.json", json.dumps(table, indent=2).encode(), force=True)
-    atomic_write_bytes(results_dir / "summary.md", markdown_summary(records, table).encode(), force=True)
+    # seconds per cell and the convergence figures, like the curves, count only finished images
+    finished = [r for r in records if r.get("image") in complete[(r["model"], r["method"], r["steps"])]]
+    atomic_write_bytes(results_dir / "summary.md", markdown_summary(finished, table).encode(), force=True)
     labelled = {(f"{m} {meth} {st}" if meth != m else m): c for (m, meth, st), c in curves.items()}
     rd_plot(labelled, results_dir / "rd.png")
-    convergence_plot(records, results_dir / "convergence.png")
+    convergence_plot(finished, results_dir / "convergence.png")
     return {"curves": {"|".join(map(str, k)): v for k, v in curves.items()}, "bd_rates": table}
