@@ -63,6 +63,7 @@ def tiny_eval():
 
 def test_interrupted_evaluation_resumes_without_recomputing(tiny_eval, tmp_path):
     full = run_evaluation(tiny_eval, tmp_path / "straight")
+    assert {r["device"] for r in full} == {"cpu"}  # each record says where its seconds were measured
 
     calls = []
 

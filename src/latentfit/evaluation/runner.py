@@ -169,7 +169,7 @@ def evaluate_cell(config: EvalConfig, cell: Cell, path: str, device: str = "cpu"
                                   lr_schedule=config.lr_schedule, schedule=config.schedule)
     result = encode(image, _MODEL_CACHE[key], refinement)
     record = {"cell": cell.key, "config_id": config.identity()} | asdict(cell) | result.stats | {
-        "trace": result.refinement.trace_dicts()}
+        "device": device, "trace": result.refinement.trace_dicts()}
     return record, result.data
 
 

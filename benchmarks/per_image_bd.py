@@ -1,0 +1,61 @@
+"""Per-image BD-rates of refinement methods against `none`, from a `latentfit eval` results folder.
+
+A mean over images can hide that one method wins on most images and loses on a few; this prints,
+for each image finished at every quality by all the named methods, each method's BD-rate against
+the same image's `none` curve, and how often the first method beats each of the others.
+
+Usage: python benchmarks/per_image_bd.py RESULTS_DIR --methods sga+ssl,sga [--steps 500] [--model M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+from latentfit.evaluation.bdrate import bd_rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--methods", required=True, help="comma-separated; the first is compared with the rest")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--model", default="latentfit-msh")
+    args = parser.parse_args()
+    methods = args.methods.split(",")
+
+    points: dict[tuple[str, str], dict[int, tuple[float, float]]] = defaultdict(dict)
+    for line in (args.results / "cells.jsonl").read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("model") != args.model:
+            continue
+        label = "none" if record["method"] == "none" else (record["method"] if record["steps"] == args.steps else None)
+        if label in methods or label == "none":
+            points[(record["image"], label)][record["quality"]] = (record["bpp"], record["psnr"])
+
+    qualities = {q for curve in points.values() for q in curve}
+    images = sorted({image for image, _ in points
+                     if all(set(points.get((image, m), {})) == qualities for m in ["none", *methods])})
+    print("| image | " + " | ".join(methods) + " |")
+    print("|---|" + "---|" * len(methods))
+    wins = defaultdict(int)
+    for image in images:
+        anchor = list(points[(image, "none")].values())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rates = {m: bd_rate(anchor, list(points[(image, m)].values())) for m in methods}
+        for other in methods[1:]:
+            wins[other] += rates[methods[0]] < rates[other]
+        print(f"| {image} | " + " | ".join(f"{rates[m]:+.2f} %" for m in methods) + " |")
+    for other in methods[1:]:
+        print(f"{methods[0]} beats {other} on {wins[other]} of {len(images)} images")
+
+
+if __name__ == "__main__":
+    main()
