@@ -220,6 +220,26 @@ def test_html_report_opens_in_headless_chromium_without_errors(tmp_path):
     assert "BD-rate against no refinement" in proc.stdout
 
 
+def test_report_skips_a_file_it_cannot_decode_and_shows_the_next_image(tmp_path):
+    """A results folder can hold files made on another machine that refuse to decode here (scale
+    indexes that differ): the report must still be written, name the image it cannot show, and show
+    another image in its place, instead of the whole `eval` failing after all its cells ran."""
+    from latentfit.evaluation.report import write_report
+    from latentfit.evaluation.runner import Cell, cell_file
+
+    kodak_image()
+    config = EvalConfig(datasets=[str(KODAK)], qualities=[2], methods=["none", "sga+ssl"], steps=[3], crop=(64, 64),
+                        limit=2)
+    records = run_evaluation(config, tmp_path)
+    first = sorted({r["image"] for r in records})[0]
+    broken = cell_file(tmp_path, Cell(first, 2, "none", 0))
+    broken.write_bytes(broken.read_bytes()[:-7] + b"garbage")  # fails its CRC, like a refused file
+    html = write_report(records, summarise(records, tmp_path), config, tmp_path, viewer_images=1, crop=32).read_text()
+    assert f"{first}: not shown" in html
+    second = sorted({r["image"] for r in records})[1]
+    assert f"<h3>{second}</h3>" in html and html.count('class="viewer"') == 1
+
+
 def test_ray_and_in_process_paths_give_identical_numbers(tmp_path):
     pytest.importorskip("ray")
     kodak_image()

@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..bitstream import from_bytes
 from ..codec import decode_stream
+from ..errors import LatentfitError
 from ..imageio import atomic_write_bytes, load_image, to_uint8
 from ..models.registry import load_model
 from .runner import Cell, EvalConfig, cell_file, center_crop
@@ -36,8 +37,10 @@ def _viewer_rows(records: list[dict], config: EvalConfig, results_dir: Path, ima
         if record["method"] not in ("jpeg", "webp", "avif", "jpegxl"):
             by_image[record["image"]].append(record)
     sources = {f"{Path(d).name}/{p.name}": p for d in config.datasets for p in sorted(Path(d).iterdir())}
-    rows, models = [], {}
-    for image_key in sorted(by_image)[:images]:
+    rows, models, shown = [], {}, 0
+    for image_key in sorted(by_image):
+        if shown == images:
+            break
         cells = by_image[image_key]
         baselines = [r for r in cells if r["method"] == "none"]
         refined = [r for r in cells if r["method"] != "none"]
@@ -49,15 +52,26 @@ def _viewer_rows(records: list[dict], config: EvalConfig, results_dir: Path, ima
         height, width = original.shape[:2]
         top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
         panels = [("original", original, "")]
-        for record in (baseline, match):
-            cell = Cell(record["image"], record["quality"], record["method"], record["steps"])
-            stream = from_bytes(cell_file(results_dir, cell).read_bytes(), str(cell_file(results_dir, cell)))
-            key = (stream.model_name, stream.quality)
-            if key not in models:
-                models[key] = load_model(*key)
-            label = f"{record['method']} ({record['steps']} steps)" if record["steps"] else "no refinement"
-            panels.append((label, decode_stream(stream, models[key]),
-                           f"{record['bpp']:.3f} bpp, {record['psnr']:.2f} dB"))
+        try:
+            for record in (baseline, match):
+                cell = Cell(record["image"], record["quality"], record["method"], record["steps"])
+                path = cell_file(results_dir, cell)
+                if not path.exists():
+                    raise LatentfitError(f"{path}: missing")
+                stream = from_bytes(path.read_bytes(), str(path))
+                key = (stream.model_name, stream.quality)
+                if key not in models:
+                    models[key] = load_model(*key)
+                label = f"{record['method']} ({record['steps']} steps)" if record["steps"] else "no refinement"
+                panels.append((label, decode_stream(stream, models[key]),
+                               f"{record['bpp']:.3f} bpp, {record['psnr']:.2f} dB"))
+        except LatentfitError as exc:
+            # e.g. a file made on another machine whose scale indexes differ here: the numbers in the
+            # tables were measured where the cell ran; only this picture cannot be shown
+            rows.append(f'<p class="skipped">{html.escape(image_key)}: not shown, its file cannot be decoded '
+                        f"here ({html.escape(str(exc))}).</p>")
+            continue
+        shown += 1
         figures = "".join(
             f'<figure><img alt="{html.escape(label)}" src="{_png_uri(np.ascontiguousarray(pixels[top:top + crop, left:left + crop]))}">'
             f"<figcaption>{html.escape(label)}<br>{html.escape(caption)}</figcaption></figure>"
