@@ -1,9 +1,10 @@
 """The `.lfc` container: one self-describing file per image.
 
-Layout (big-endian), version 1::
+Layout (big-endian), versions 1 and 2 (the same layout; version 2 computes the scale-table
+indexes from `h_s(ẑ)` in float64, so files cross machines: see `models.adapter.scale_indexes`)::
 
     magic        4  b"\\x89LFC"
-    version      1  = 1
+    version      1  = 2 (1 is still read)
     flags        1  bit 0: source image was grayscale (decode writes L)
     name_len     1  then the model name, ASCII
     quality      1
@@ -28,7 +29,9 @@ from dataclasses import dataclass, field
 from .errors import BitstreamError
 
 MAGIC = b"\x89LFC"
-VERSION = 1
+VERSION = 2
+#: Versions this reader decodes.
+READABLE_VERSIONS = (1, 2)
 FLAG_GRAYSCALE = 1
 #: Largest image a file may describe (the decoder refuses more; 8K UHD is 33 Mpx).
 MAX_PIXELS = 64 * 1024 * 1024
@@ -87,7 +90,7 @@ def to_bytes(stream: Bitstream) -> bytes:
     check_image_size(stream.height, stream.width)
     parts = [
         MAGIC,
-        struct.pack(">BBB", VERSION, FLAG_GRAYSCALE if stream.grayscale else 0, len(name)),
+        struct.pack(">BBB", stream.version, FLAG_GRAYSCALE if stream.grayscale else 0, len(name)),
         name,
         struct.pack(">B", stream.quality),
         stream.digest,
@@ -125,8 +128,9 @@ def from_bytes(data: bytes, source: str = "bitstream") -> Bitstream:
     if len(data) < len(MAGIC) + 1:
         raise BitstreamError(f"{source}: truncated file (no version)")
     version = data[len(MAGIC)]
-    if version != VERSION:
-        raise BitstreamError(f"{source}: format version {version} is not supported (this latentfit reads {VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise BitstreamError(f"{source}: format version {version} is not supported "
+                             f"(this latentfit reads {', '.join(map(str, READABLE_VERSIONS))})")
     if len(data) < len(MAGIC) + 8:
         raise BitstreamError(f"{source}: truncated file")
     body, (crc,) = data[:-4], struct.unpack(">I", data[-4:])

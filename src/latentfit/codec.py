@@ -103,7 +103,7 @@ def decode_stream(stream: Bitstream, model: LatentModel, source: str = "bitstrea
     """(H, W, 3) uint8 pixels of a parsed stream."""
     check_stream_matches(stream, model, source)
     try:
-        x_hat = model.decompress(stream.strings, stream.latent_shapes, stream.index_checksum)
+        x_hat = model.decompress(stream.strings, stream.latent_shapes, stream.index_checksum, stream.version)
     except BitstreamError as exc:
         raise BitstreamError(f"{source}: {exc}") from None
     return to_uint8(x_hat[..., : stream.height, : stream.width])

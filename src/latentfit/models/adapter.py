@@ -19,6 +19,7 @@ from compressai.entropy_models import EntropyBottleneck
 from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
 from torch import Tensor, nn
 
+from ..bitstream import VERSION as FORMAT_VERSION  # the entropy coding `compress` writes by default
 from ..errors import BitstreamError, LatentfitError
 from .architectures import architecture_of
 from .weights import weights_digest
@@ -107,6 +108,25 @@ def entropy_coder_copy(model: nn.Module) -> nn.Module:
         if module is not None:
             setattr(coder, name, copy.deepcopy(module).cpu())
     return coder.eval()
+
+
+def scale_indexes(h_s: nn.Module, gaussian_conditional: nn.Module, z_hat: Tensor, mean_scale: bool,
+                  format_version: int = FORMAT_VERSION) -> Tensor:
+    """The scale-table index of each element of `ŷ` (which CDF codes it), from `σ = h_s(ẑ)`.
+
+    Encoder and decoder must agree on every index, or the entropy decoder desynchronises. In float32
+    (format 1, CompressAI's own arithmetic) another convolution algorithm moves a few `σ` of a Kodak
+    image across a table boundary (measured: 0–5 of 294,912 between two memory formats on one CPU;
+    37 % of files made on another machine refused). Format 2 computes `σ` in float64, where rounding
+    differences are ~1e-16 rather than ~1e-7: no index moved in the same measurement. `μ` is not
+    taken from here: the decoder adds its own `μ` to the decoded symbols, so a last-bit difference
+    in `μ` moves a pixel by at most a rounding step and never desynchronises the decoder.
+    """
+    if format_version >= 2:
+        h_s, z_hat = copy.deepcopy(h_s).double(), z_hat.double()
+    params = h_s(z_hat)
+    scales = params.chunk(2, 1)[0] if mean_scale else params
+    return gaussian_conditional.build_indexes(scales)
 
 
 class LatentModel:
@@ -262,23 +282,27 @@ class LatentModel:
             self._cpu_coder = entropy_coder_copy(self.model)
         return self._cpu_coder
 
-    def _hyper_decode(self, coder: nn.Module, z_hat: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
-        """`(σ, μ, indexes)` from `ẑ`, on the CPU coder (see `_coder`)."""
-        scales, means = self._split_entropy_parameters(coder.h_s(z_hat.cpu()))
-        return scales, means, coder.gaussian_conditional.build_indexes(scales)
+    def _hyper_decode(self, coder: nn.Module, z_hat: Tensor, format_version: int) -> tuple[Tensor | None, Tensor]:
+        """`(μ, indexes)` from `ẑ`, on the CPU coder (see `_coder`); indexes as `scale_indexes` says."""
+        z_hat = z_hat.cpu()
+        _, means = self._split_entropy_parameters(coder.h_s(z_hat))
+        mean_scale = type(self.model) is MeanScaleHyperprior
+        return means, scale_indexes(coder.h_s, coder.gaussian_conditional, z_hat, mean_scale, format_version)
 
     @torch.no_grad()
-    def compress(self, latents: Latents) -> tuple[list[bytes], list[tuple[int, int]], int]:
+    def compress(self, latents: Latents, format_version: int = FORMAT_VERSION
+                 ) -> tuple[list[bytes], list[tuple[int, int]], int]:
         """Entropy-code given latents: the strings, each latent's spatial shape, the index checksum.
 
-        For `latents = analysis(x)` the strings are byte-identical to the model's own `compress(x)`.
+        With `format_version=1` and `latents = analysis(x)` the strings are byte-identical to the
+        model's own `compress(x)`; format 2 differs only in the scale indexes (see `scale_indexes`).
         """
         if latents.y.shape[0] != 1:
             raise LatentfitError("compress takes one image at a time")
         with deterministic(self.device):
-            return self._compress(latents)
+            return self._compress(latents, format_version)
 
-    def _compress(self, latents: Latents) -> tuple[list[bytes], list[tuple[int, int]], int]:
+    def _compress(self, latents: Latents, format_version: int) -> tuple[list[bytes], list[tuple[int, int]], int]:
         coder = self._coder()
         y, z = latents.y.cpu(), None if latents.z is None else latents.z.cpu()
         if not self.has_hyperprior:
@@ -286,7 +310,7 @@ class LatentModel:
             return [strings[0]], [tuple(latents.y.shape[-2:])], 0
         z_strings = coder.entropy_bottleneck.compress(z)
         z_hat = coder.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-        _, means, indexes = self._hyper_decode(coder, z_hat)
+        means, indexes = self._hyper_decode(coder, z_hat, format_version)
         y_strings = coder.gaussian_conditional.compress(y, indexes, means=means)
         shapes = [tuple(latents.y.shape[-2:]), tuple(latents.z.shape[-2:])]
         return [y_strings[0], z_strings[0]], shapes, self.index_checksum(indexes)
@@ -297,22 +321,24 @@ class LatentModel:
         return [y_shape, (height // 64, width // 64)] if self.has_hyperprior else [y_shape]
 
     @torch.no_grad()
-    def decompress(self, strings: list[bytes], shapes: list[tuple[int, int]], index_checksum: int | None = None) -> Tensor:
+    def decompress(self, strings: list[bytes], shapes: list[tuple[int, int]], index_checksum: int | None = None,
+                   format_version: int = FORMAT_VERSION) -> Tensor:
         """`x̂ = g_s(ŷ)` clamped to [0, 1], from the strings written by `compress` (mirrors it).
 
         With `index_checksum`, refuses (IndexMismatchError) when this machine's scale indexes differ
         from the encoder's, instead of decoding garbage.
         """
         with deterministic(self.device):
-            return self._decompress(strings, shapes, index_checksum)
+            return self._decompress(strings, shapes, index_checksum, format_version)
 
-    def _decompress(self, strings: list[bytes], shapes: list[tuple[int, int]], index_checksum: int | None) -> Tensor:
+    def _decompress(self, strings: list[bytes], shapes: list[tuple[int, int]], index_checksum: int | None,
+                    format_version: int) -> Tensor:
         coder = self._coder()
         if not self.has_hyperprior:
             y_hat = coder.entropy_bottleneck.decompress([strings[0]], shapes[0])
         else:
             z_hat = coder.entropy_bottleneck.decompress([strings[1]], shapes[1])
-            _, means, indexes = self._hyper_decode(coder, z_hat)
+            means, indexes = self._hyper_decode(coder, z_hat, format_version)
             if index_checksum is not None and self.index_checksum(indexes) != index_checksum:
                 raise IndexMismatchError(
                     "entropy-model scales computed here differ from the encoder's (floating-point differences "
