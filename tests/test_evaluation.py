@@ -85,6 +85,17 @@ def test_interrupted_evaluation_resumes_without_recomputing(tiny_eval, tmp_path)
     assert len((tmp_path / "resumed" / "cells.jsonl").read_text().splitlines()) == len(full)
 
 
+def test_a_smaller_grid_on_a_bigger_folder_returns_only_its_own_cells(tiny_eval, tmp_path):
+    import dataclasses
+
+    everything = run_evaluation(tiny_eval, tmp_path)
+    fewer = run_evaluation(dataclasses.replace(tiny_eval, limit=1, methods=["none"]), tmp_path)
+    assert len(everything) == 6 and len(fewer) == 1
+    same = next(r for r in everything if r["cell"] == fewer[0]["cell"])
+    assert fewer[0]["method"] == "none" and (fewer[0]["bytes"], fewer[0]["seconds"]) == (same["bytes"], same["seconds"])
+    assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == 6  # nothing recomputed or dropped
+
+
 def test_results_of_another_configuration_are_refused(tiny_eval, tmp_path):
     tiny_eval.limit = 1
     tiny_eval.methods = ["none"]

@@ -215,14 +215,17 @@ def run_evaluation(config: EvalConfig, results_dir: str | os.PathLike, device: s
 
     `workers > 1` or `ray_address` runs cells as Ray tasks (a local instance, or an existing
     cluster), one CPU and, on CUDA, one GPU each; without Ray installed it runs in-process.
-    Returns all records, earlier runs' included.
+    Returns the records of this configuration's cells, earlier runs' included; cells the journal
+    holds beyond them (more images, other methods) stay in it but are not returned, so a summary
+    describes the grid that was asked for.
     """
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     identity = config.identity()
     done = read_records(results_dir, identity)
     check_weights(config, done, results_dir / "cells.jsonl", device)
-    todo = [(cell, path) for cell, path in cells(config) if cell.key not in done]
+    grid = list(cells(config))
+    todo = [(cell, path) for cell, path in grid if cell.key not in done]
     total = len(done) + len(todo)
     use_ray = (workers > 1 or ray_address) and todo
     if use_ray:
@@ -242,7 +245,7 @@ def run_evaluation(config: EvalConfig, results_dir: str | os.PathLike, device: s
             done[record["cell"]] = record
             if progress is not None:
                 progress(len(done), total)
-    return list(done.values())
+    return [done[cell.key] for cell, _ in grid]
 
 
 def _append(journal, record: dict) -> None:
