@@ -13,11 +13,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def rd_plot(curves: dict[str, list[tuple[float, float]]], path: str | Path, title: str = "Rate-distortion") -> Path:
-    """One line per curve: PSNR (dB) against bpp."""
+    """One line per curve: PSNR (dB) against bpp. Classical codecs are dashed; when learned curves are
+    present the axes frame them (up to 1.5x their highest bpp), where the comparison is."""
+    from .classical import CLASSICAL_CODECS
+
     figure, axis = plt.subplots(figsize=(7, 5))
-    for label, points in sorted(curves.items()):
+    colours = plt.get_cmap("tab20").colors
+    learned = [bpp for label, points in curves.items() if label not in CLASSICAL_CODECS for bpp, _ in points]
+    right = 1.5 * max(learned) if learned else None
+    shown = []
+    for index, (label, points) in enumerate(sorted(curves.items())):
         points = sorted(points)
-        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        classical = label in CLASSICAL_CODECS
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="s" if classical else "o",
+                  linestyle="--" if classical else "-", color=colours[(2 * index) % 20 + (index // 10) % 2],
+                  label=label)
+        shown += [q for b, q in points if right is None or b <= right]
+    if right is not None and shown:
+        axis.set_xlim(0, right)
+        axis.set_ylim(min(shown) - 0.5, max(shown) + 0.5)
     axis.set_xlabel("bits per pixel (file size)")
     axis.set_ylabel("PSNR-RGB (dB)")
     axis.set_title(title)
