@@ -76,16 +76,19 @@ def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top : top + size, left : left + size].contiguous()
 
 
+def configure(options: dict) -> RefinementConfig:
+    return RefinementConfig(**({"seed": 0} | options))
+
+
 def describe(options: dict) -> str:
     """The full configuration a setting runs with (defaults included), so that a journal entry is
     reused only for the very same configuration."""
-    config = RefinementConfig(**({"seed": 0} | options))
-    return repr(sorted((k, repr(v)) for k, v in dataclasses.asdict(config).items()))
+    return repr(sorted((k, repr(v)) for k, v in dataclasses.asdict(configure(options)).items()))
 
 
 def run_one(model, image: str, crop: int, name: str, options: dict) -> dict:
     x = centre_crop(latentfit.load_image(str(KODAK / f"{image}.png")).tensor, crop).to(model.device)
-    result = latentfit.refine_latents(model, x, RefinementConfig(**({"seed": 0} | options)))
+    result = latentfit.refine_latents(model, x, configure(options))
     return {"image": image, "crop": crop, "setting": name, "config": describe(options),
             "model": model.digest.hex(), "seconds": result.seconds,
             "initial": result.initial.loss, "final": result.final.loss,
