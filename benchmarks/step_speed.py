@@ -30,8 +30,9 @@ def synchronize(x: torch.Tensor) -> None:
         torch.cuda.synchronize(x.device)
 
 
-def obvious_loop(model, x, steps: int, lr: float = 5e-3) -> list[float]:
-    """The straightforward implementation: trainable model, true loss every step."""
+def obvious_loop(model, x, steps: int, lr: float = 5e-3, losses: list[float] | None = None) -> list[float]:
+    """The straightforward implementation of the papers' protocol (sga+ssl, its τ schedule, constant
+    lr): trainable model, true loss every step (appended to `losses` when given). Returns seconds per step."""
     model.model.requires_grad_(True)
     proxy = get_proxy("sga+ssl")
     schedule = proxy.default_schedule()
@@ -49,7 +50,10 @@ def obvious_loop(model, x, steps: int, lr: float = 5e-3) -> list[float]:
         terms.loss.backward()
         optimizer.step()
         with torch.no_grad():  # the true loss as a user would compute it: all threads, every step
-            model.rate_distortion(latentfit.Latents(y.detach(), z.detach()), x, model.lmbda, torch.round, clamp=True)
+            true = model.rate_distortion(latentfit.Latents(y.detach(), z.detach()), x, model.lmbda, torch.round,
+                                         clamp=True)
+        if losses is not None:
+            losses.append(true.loss.item())
         synchronize(x)
         times.append(time.perf_counter() - started)
     model.model.requires_grad_(False)

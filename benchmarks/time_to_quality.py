@@ -6,6 +6,12 @@ recorded; each candidate setting then reports the first wall time at which its t
 <= `L_ref` (the trace is evaluated every 10 steps), as a fraction of `T_ref`. The issue's target is
 a mean fraction <= 0.25 with every image reaching `L_ref`.
 
+`reference-obvious` runs the same protocol the straightforward way (`step_speed.obvious_loop`:
+trainable model, true loss every step, plain layout): the wall time a user of the papers' setting
+waits without latentfit. With it journalled for an image, the summary also reports each candidate's
+time to `L_ref` (the library reference's loss: the quality target stays the same) as a fraction of
+that wall time, `T_obvious`.
+
 Runs are journalled to `--journal` (one JSON line per (image, setting)), so an interrupted run
 resumes and candidates can be added later without recomputing the reference.
 
@@ -25,7 +31,8 @@ from pathlib import Path
 import torch
 
 import latentfit
-from latentfit import RefinementConfig, TemperatureSchedule
+from latentfit import RefinementConfig, TemperatureSchedule, refine
+from step_speed import obvious_loop
 
 KODAK = Path(os.environ.get("LATENTFIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "kodak"
 
@@ -39,10 +46,12 @@ PAPERS = dict(method="sga+ssl", lr=5e-3, lr_schedule="constant", schedule="paper
 def settings() -> dict[str, dict]:
     """Named settings; each is RefinementConfig keyword arguments."""
     budget = lambda steps, lr, tau_end=0.05: dict(  # noqa: E731
-        method="sga+ssl", steps=steps, lr=lr, lr_schedule="cosine",
+        method="sga+ssl", steps=steps, lr=lr, lr_schedule="cosine", lr_final_fraction=0.1,
         schedule=TemperatureSchedule.for_budget(steps, 1.0, tau_end))
     return {
         "reference": PAPERS | dict(steps=2000, channels_last=False),
+        # The same protocol in the obvious loop (`run_one` dispatches on the name).
+        "reference-obvious": PAPERS | dict(steps=2000, channels_last=False),
         "papers500": PAPERS | dict(steps=500),
         "default": dict(),  # what `encode` does: RefinementConfig's defaults
         "budget500-lr5e-3": budget(500, 5e-3),
@@ -66,6 +75,13 @@ def settings() -> dict[str, dict]:
         "budget500-lr3e-2-tau0.1": budget(500, 3e-2, 0.1),
         "budget800-lr3e-2-tau0.2": budget(800, 3e-2, 0.2),
         "budget1000-lr3e-2-tau0.2": budget(1000, 3e-2, 0.2),
+        # τ from 1.5 (above the papers' τ_max 1) and cosine lr down to 0.01·lr (2026-11-25 defaults).
+        "budget800-lr3e-2-tau1.5-0.2-floor0.01": dict(steps=800, lr=3e-2, lr_schedule="cosine", lr_final_fraction=0.01,
+                                                     schedule=TemperatureSchedule.for_budget(800, 1.5, 0.2)),
+        "budget1000-lr3e-2-tau1.5-0.2-floor0.01": dict(steps=1000, lr=3e-2, lr_schedule="cosine", lr_final_fraction=0.01,
+                                                      schedule=TemperatureSchedule.for_budget(1000, 1.5, 0.2)),
+        "budget1200-lr3e-2-tau1.5-0.2-floor0.01": dict(steps=1200, lr=3e-2, lr_schedule="cosine", lr_final_fraction=0.01,
+                                                      schedule=TemperatureSchedule.for_budget(1200, 1.5, 0.2)),
     }
 
 
@@ -80,19 +96,42 @@ def configure(options: dict) -> RefinementConfig:
     return RefinementConfig(**({"seed": 0} | options))
 
 
-def describe(options: dict) -> str:
-    """The full configuration a setting runs with (defaults included), so that a journal entry is
-    reused only for the very same configuration."""
-    return repr(sorted((k, repr(v)) for k, v in dataclasses.asdict(configure(options)).items()))
+def describe(name: str, options: dict) -> str:
+    """The full configuration a setting runs with (defaults included, and which loop runs it), so
+    that a journal entry is reused only for the very same configuration."""
+    loop = "obvious loop: " if name.endswith("-obvious") else ""
+    fields = dataclasses.asdict(configure(options))
+    if fields["lr_schedule"] == "constant" or fields["lr_final_fraction"] == 0.1:
+        del fields["lr_final_fraction"]  # irrelevant, or the value before it was a setting: older runs stay valid
+    if fields["schedule"] == "budget":  # what "budget" means is the library's constants, which have changed
+        fields["schedule"] = f"budget τ {refine.BUDGET_TAU_START} -> {refine.BUDGET_TAU_END} (x τ_max)"
+    return loop + repr(sorted((k, repr(v)) for k, v in fields.items()))
+
+
+def run_obvious(model, x: torch.Tensor, steps: int, evaluate_every: int = 10) -> tuple[float, float, list]:
+    """The papers' protocol in `step_speed.obvious_loop`: (seconds, best true loss, trace every
+    `evaluate_every` steps of (step, seconds so far, best true loss so far))."""
+    losses: list[float] = []
+    times = obvious_loop(model, x, steps, lr=PAPERS["lr"], losses=losses)
+    trace, elapsed, best = [], 0.0, float("inf")
+    for step, (seconds, loss) in enumerate(zip(times, losses), start=1):
+        elapsed, best = elapsed + seconds, min(best, loss)
+        if step % evaluate_every == 0 or step == steps:
+            trace.append((step, elapsed, best))
+    return elapsed, best, trace
 
 
 def run_one(model, image: str, crop: int, name: str, options: dict) -> dict:
     x = centre_crop(latentfit.load_image(str(KODAK / f"{image}.png")).tensor, crop).to(model.device)
+    record = {"image": image, "crop": crop, "setting": name, "config": describe(name, options),
+              "model": model.digest.hex()}
+    if name.endswith("-obvious"):
+        initial = model.true_rate_distortion(model.analysis(x), x, model.lmbda).loss.item()
+        seconds, final, trace = run_obvious(model, x, options["steps"])
+        return record | {"seconds": seconds, "initial": initial, "final": final, "trace": trace}
     result = latentfit.refine_latents(model, x, configure(options))
-    return {"image": image, "crop": crop, "setting": name, "config": describe(options),
-            "model": model.digest.hex(), "seconds": result.seconds,
-            "initial": result.initial.loss, "final": result.final.loss,
-            "trace": [(r.step, r.seconds, r.true_loss) for r in result.trace]}
+    return record | {"seconds": result.seconds, "initial": result.initial.loss, "final": result.final.loss,
+                     "trace": [(r.step, r.seconds, r.true_loss) for r in result.trace]}
 
 
 def main() -> None:
@@ -123,7 +162,7 @@ def main() -> None:
             if record.get("model") != model.digest.hex():
                 other_models += 1
                 continue
-            if record.get("setting") not in table or record.get("config") != describe(table[record["setting"]]):
+            if record.get("setting") not in table or record.get("config") != describe(record["setting"], table[record["setting"]]):
                 other_configs += 1
                 continue
             done[(record["image"], record["crop"], record["setting"])] = record
@@ -151,11 +190,22 @@ def main() -> None:
           "its whole run); steps to reach it / 2000 (free of timing noise).")
     print("Share of gain: (L0 - L_final) / (L0 - L_ref). Reference's equal: the step (and fraction of T_ref) at "
           "which the reference's own trace first gets as low as the setting's final loss: its speed-up to that quality.")
+    print("T_obvious: the wall time of `reference-obvious` (the same protocol in the obvious loop), where journalled.")
+    obvious = {image: done[(image, args.crop, "reference-obvious")] for image in args.images.split(",")
+               if (image, args.crop, "reference-obvious") in done}
+    for image, run in obvious.items():
+        ref = done[(image, args.crop, "reference")]
+        print(f"{image}: T_obvious {run['seconds']:.0f} s = {run['seconds'] / ref['seconds']:.2f} T_ref; its best "
+              f"true loss {run['final']:.5f} (library reference {ref['final']:.5f})")
     print("| setting | images reaching L_ref | mean time / T_ref | median | mean steps / 2000 | "
-          "mean final - L_ref | share of gain (min-max) | reference's equal: step (fraction of T_ref) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "mean final - L_ref | share of gain (min-max) | reference's equal: step (fraction of T_ref) | "
+          "mean time / T_obvious (images) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in names[1:]:
+        if name.endswith("-obvious"):
+            continue
         fractions, step_fractions, gaps, shares, equal_steps, equal_fractions, reached = [], [], [], [], [], [], 0
+        obvious_fractions = []
         for image in args.images.split(","):
             if (image, args.crop, name) not in done:
                 continue
@@ -164,6 +214,8 @@ def main() -> None:
             reached += hit is not None
             step, seconds = hit if hit is not None else run["trace"][-1][:2]
             fractions.append(seconds / ref["seconds"])
+            if image in obvious:
+                obvious_fractions.append(seconds / obvious[image]["seconds"])
             step_fractions.append(step / ref["trace"][-1][0])
             gaps.append(run["final"] - ref["final"])
             shares.append((run["initial"] - run["final"]) / (ref["initial"] - ref["final"]))
@@ -176,7 +228,8 @@ def main() -> None:
         print(f"| {name} | {reached}/{len(fractions)} | {statistics.mean(fractions):.3f} | "
               f"{statistics.median(fractions):.3f} | {statistics.mean(step_fractions):.3f} | "
               f"{statistics.mean(gaps):+.4f} | {min(shares):.1%}-{max(shares):.1%} | "
-              f"{min(equal_steps)}-{max(equal_steps)} ({min(equal_fractions):.2f}-{max(equal_fractions):.2f}) |")
+              f"{min(equal_steps)}-{max(equal_steps)} ({min(equal_fractions):.2f}-{max(equal_fractions):.2f}) | "
+              + (f"{statistics.mean(obvious_fractions):.3f} ({len(obvious_fractions)}) |" if obvious_fractions else "— |"))
 
 if __name__ == "__main__":
     main()

@@ -104,6 +104,34 @@ def test_budget_schedules_change_the_optimisation(bundled_model, kodak_crop):
     assert budget.final.loss < budget.initial.loss
 
 
+def test_cosine_lr_ending_at_the_full_lr_is_the_constant_schedule(bundled_model, kodak_crop):
+    settings = dict(method="sga+ssl", steps=12, evaluate_every=4, seed=5, lr=2e-2, schedule="papers")
+    constant = _refine(bundled_model, kodak_crop, lr_schedule="constant", **settings)
+    flat_cosine = _refine(bundled_model, kodak_crop, lr_schedule="cosine", lr_final_fraction=1.0, **settings)
+    decayed = _refine(bundled_model, kodak_crop, lr_schedule="cosine", lr_final_fraction=0.01, **settings)
+    assert [r.true_loss for r in flat_cosine.trace] == [r.true_loss for r in constant.trace]
+    assert [r.proxy_loss for r in decayed.trace[1:]] != [r.proxy_loss for r in constant.trace[1:]]
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5])
+def test_lr_final_fraction_outside_zero_to_one_is_refused(fraction):
+    with pytest.raises(LatentfitError, match="lr final fraction"):
+        RefinementConfig(lr_final_fraction=fraction)
+
+
+def test_budget_schedule_anneals_from_above_the_methods_tau_max(bundled_model, kodak_crop):
+    from latentfit.refine import BUDGET_TAU_END, BUDGET_TAU_START
+
+    result = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=20, evaluate_every=1, schedule="budget")
+    taus = [r.tau for r in result.trace if r.step >= 1]  # (the step-0 record is the encoder's latents)
+    assert len(taus) == 20
+    # sga+ssl's own τ_max is 1: the budget run starts above it, falls monotonically, ends at 0.2·τ_max
+    # (a record carries the τ its step used: τ(0) for step 1, τ(19) for step 20)
+    assert taus[0] > 1.0 and taus[0] == pytest.approx(BUDGET_TAU_START)
+    assert all(b < a for a, b in zip(taus, taus[1:]))
+    assert taus[-1] == pytest.approx(BUDGET_TAU_START * (BUDGET_TAU_END / BUDGET_TAU_START) ** (19 / 20))
+
+
 def test_channels_last_proxy_gives_the_plain_result_within_float_tolerance(bundled_model, kodak_crop):
     # a high lr and a low τ amplify rounding differences chaotically: compare on the gentle papers setting
     settings = dict(method="sga+ssl", steps=20, evaluate_every=5, lr=5e-3, schedule="papers", lr_schedule="constant")

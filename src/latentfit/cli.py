@@ -77,14 +77,14 @@ def encode(
     hard: bool = typer.Option(False, help="Hard (straight-through) Gumbel samples."),
     time_budget: Optional[float] = typer.Option(None, help="Stop refining after this many seconds (best so far kept)."),
     anneal_to: Optional[float] = typer.Option(None, help="Anneal τ from τ_max to this value within the step budget."),
-    schedule: str = typer.Option("budget", help="Temperature schedule: budget (anneal τ_max → 0.2·τ_max within the "
-                                 "steps) or papers (the method's published one)."),
+    schedule: str = typer.Option("budget", help="Temperature schedule: budget (anneal 1.5·τ_max → 0.2·τ_max within "
+                                 "the steps) or papers (the method's published one)."),
     tile: str = typer.Option("auto", help="Refine tile by tile with tiles of this many pixels a side; 'auto' tiles "
                              "images over 4 megapixels (768 px tiles), 'none' never."),
     channels_last: bool = typer.Option(True, help="Channels-last layout for the refinement's decoder (faster on CPU)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the refinement's decoder (needs a C++ "
                                  "compiler; pays off on long runs)."),
-    lr_schedule: str = typer.Option("cosine", help="cosine (decay to 0.1·lr over the steps), or constant."),
+    lr_schedule: str = typer.Option("cosine", help="cosine (decay to 0.01·lr over the steps), or constant."),
     patience: Optional[int] = typer.Option(None, help="Stop after this many evaluations without improvement."),
     trace: Optional[Path] = typer.Option(None, help="Write the optimisation trace (JSON) here."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
