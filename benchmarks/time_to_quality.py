@@ -45,9 +45,9 @@ PAPERS = dict(method="sga+ssl", lr=5e-3, lr_schedule="constant", schedule="paper
 
 def settings() -> dict[str, dict]:
     """Named settings; each is RefinementConfig keyword arguments."""
-    budget = lambda steps, lr, tau_end=0.05: dict(  # noqa: E731
-        method="sga+ssl", steps=steps, lr=lr, lr_schedule="cosine", lr_final_fraction=0.1,
-        schedule=TemperatureSchedule.for_budget(steps, 1.0, tau_end))
+    budget = lambda steps, lr, tau_end=0.05, tau_start=1.0, floor=0.1: dict(  # noqa: E731
+        method="sga+ssl", steps=steps, lr=lr, lr_schedule="cosine", lr_final_fraction=floor,
+        schedule=TemperatureSchedule.for_budget(steps, tau_start, tau_end))
     return {
         "reference": PAPERS | dict(steps=2000, channels_last=False),
         # The same protocol in the obvious loop (`run_one` dispatches on the name).
@@ -76,12 +76,8 @@ def settings() -> dict[str, dict]:
         "budget800-lr3e-2-tau0.2": budget(800, 3e-2, 0.2),
         "budget1000-lr3e-2-tau0.2": budget(1000, 3e-2, 0.2),
         # τ from 1.5 (above the papers' τ_max 1) and cosine lr down to 0.01·lr (2026-11-25 defaults).
-        "budget800-lr3e-2-tau1.5-0.2-floor0.01": dict(steps=800, lr=3e-2, lr_schedule="cosine", lr_final_fraction=0.01,
-                                                     schedule=TemperatureSchedule.for_budget(800, 1.5, 0.2)),
-        "budget1000-lr3e-2-tau1.5-0.2-floor0.01": dict(steps=1000, lr=3e-2, lr_schedule="cosine", lr_final_fraction=0.01,
-                                                      schedule=TemperatureSchedule.for_budget(1000, 1.5, 0.2)),
-        "budget1200-lr3e-2-tau1.5-0.2-floor0.01": dict(steps=1200, lr=3e-2, lr_schedule="cosine", lr_final_fraction=0.01,
-                                                      schedule=TemperatureSchedule.for_budget(1200, 1.5, 0.2)),
+        **{f"budget{steps}-lr3e-2-tau1.5-0.2-floor0.01": budget(steps, 3e-2, 0.2, tau_start=1.5, floor=0.01)
+           for steps in (800, 1000, 1200)},
     }
 
 
