@@ -96,11 +96,12 @@ def describe(name: str, options: dict) -> str:
     """The full configuration a setting runs with (defaults included, and which loop runs it), so
     that a journal entry is reused only for the very same configuration."""
     loop = "obvious loop: " if name.endswith("-obvious") else ""
-    fields = dataclasses.asdict(configure(options))
-    if fields["lr_schedule"] == "constant" or fields["lr_final_fraction"] == 0.1:
+    config = configure(options)
+    fields, constants = dataclasses.asdict(config), refine.schedule_constants(config)
+    if constants.get("lr_final_fraction", 0.1) == 0.1:
         del fields["lr_final_fraction"]  # irrelevant, or the value before it was a setting: older runs stay valid
-    if fields["schedule"] == "budget":  # what "budget" means is the library's constants, which have changed
-        fields["schedule"] = f"budget τ {refine.BUDGET_TAU_START} -> {refine.BUDGET_TAU_END} (x τ_max)"
+    if "budget_tau" in constants:  # what "budget" means is the library's constants, which have changed
+        fields["schedule"] = "budget τ {} -> {} (x τ_max)".format(*constants["budget_tau"])
     return loop + repr(sorted((k, repr(v)) for k, v in fields.items()))
 
 

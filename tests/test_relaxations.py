@@ -147,6 +147,6 @@ def test_budget_schedule_reaches_its_end_temperature_at_the_last_step(steps, tau
 def test_cosine_learning_rate_decays_from_lr_to_a_tenth():
     from latentfit.schedules import cosine_learning_rate
 
-    assert cosine_learning_rate(0, 100, 5e-3) == pytest.approx(5e-3)
-    assert cosine_learning_rate(50, 100, 5e-3) == pytest.approx(0.5 * (5e-3 + 5e-4))
-    assert cosine_learning_rate(100, 100, 5e-3) == pytest.approx(5e-4)
+    assert cosine_learning_rate(0, 100, 5e-3, 0.1) == pytest.approx(5e-3)
+    assert cosine_learning_rate(50, 100, 5e-3, 0.1) == pytest.approx(0.5 * (5e-3 + 5e-4))
+    assert cosine_learning_rate(100, 100, 5e-3, 0.1) == pytest.approx(5e-4)

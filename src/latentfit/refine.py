@@ -184,6 +184,18 @@ BUDGET_TAU_START = 1.5
 BUDGET_TAU_END = 0.2
 
 
+def schedule_constants(config: RefinementConfig) -> dict:
+    """The constants behind `config`'s named schedules in this version of latentfit: the cosine lr's
+    floor (`lr_final_fraction`) and the budget τ range (`budget_tau`, multiples of τ_max). Results
+    journals key runs by them, since measurements move these values while the names stay."""
+    constants: dict = {}
+    if config.lr_schedule == "cosine":
+        constants["lr_final_fraction"] = config.lr_final_fraction
+    if config.schedule == "budget":
+        constants["budget_tau"] = [BUDGET_TAU_START, BUDGET_TAU_END]
+    return constants
+
+
 def temperature_schedule(config: RefinementConfig, proxy: QuantizationProxy, steps: int) -> TemperatureSchedule:
     """The schedule `config.schedule` names, for a run of `steps` steps."""
     if isinstance(config.schedule, TemperatureSchedule):

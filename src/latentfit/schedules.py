@@ -41,7 +41,7 @@ class TemperatureSchedule:
         return cls(tau_max=tau_max, rate=math.log(tau_max / tau_end) / steps, t0=0.0, tau_min=tau_end)
 
 
-def cosine_learning_rate(step: int, steps: int, lr: float, final_fraction: float = 0.1) -> float:
+def cosine_learning_rate(step: int, steps: int, lr: float, final_fraction: float) -> float:
     """`lr_t = lr_min + ½(lr − lr_min)(1 + cos(π t / T))` with `lr_min = final_fraction · lr`."""
     lr_min = final_fraction * lr
     progress = min(max(step / max(steps, 1), 0.0), 1.0)

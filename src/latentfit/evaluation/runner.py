@@ -23,7 +23,7 @@ from ..codec import encode
 from ..errors import LatentfitError
 from ..imageio import LoadedImage, atomic_write_bytes, list_images, load_image, to_uint8
 from ..models.registry import load_model
-from ..refine import BUDGET_TAU_END, BUDGET_TAU_START, RefinementConfig
+from ..refine import RefinementConfig, schedule_constants
 from .bdrate import bd_psnr, bd_rate, quality_overlap
 from .classical import CLASSICAL_CODECS, classical_record
 from .plots import convergence_plot, rd_plot
@@ -59,11 +59,8 @@ class EvalConfig:
                 "evaluate_every": self.evaluate_every, "version": __version__}
         if (self.lr_schedule, self.schedule) != ("constant", "papers"):  # older journals stay valid
             keys |= {"lr_schedule": self.lr_schedule, "schedule": self.schedule}
-            # What "cosine" and "budget" mean is the library's defaults, which measurements move.
-            if self.lr_schedule == "cosine":
-                keys["lr_final_fraction"] = RefinementConfig().lr_final_fraction
-            if self.schedule == "budget":
-                keys["budget_tau"] = [BUDGET_TAU_START, BUDGET_TAU_END]
+            # What "cosine" and "budget" mean is the library's constants, which measurements move.
+            keys |= schedule_constants(RefinementConfig(lr_schedule=self.lr_schedule, schedule=self.schedule))
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
