@@ -187,7 +187,9 @@ def main() -> None:
           "its whole run); steps to reach it / 2000 (free of timing noise).")
     print("Share of gain: (L0 - L_final) / (L0 - L_ref). Reference's equal: the step (and fraction of T_ref) at "
           "which the reference's own trace first gets as low as the setting's final loss: its speed-up to that quality.")
-    print("T_obvious: the wall time of `reference-obvious` (the same protocol in the obvious loop), where journalled.")
+    print("T_obvious: the wall time of `reference-obvious` (the same protocol in the obvious loop), where journalled; "
+          "'at equal per-step cost': steps to reach L_ref times the reference's seconds per step, over T_obvious "
+          "(free of the speed differences between runs made at different times).")
     obvious = {image: done[(image, args.crop, "reference-obvious")] for image in args.images.split(",")
                if (image, args.crop, "reference-obvious") in done}
     for image, run in obvious.items():
@@ -196,13 +198,13 @@ def main() -> None:
               f"true loss {run['final']:.5f} (library reference {ref['final']:.5f})")
     print("| setting | images reaching L_ref | mean time / T_ref | median | mean steps / 2000 | "
           "mean final - L_ref | share of gain (min-max) | reference's equal: step (fraction of T_ref) | "
-          "mean time / T_obvious (images) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "mean time / T_obvious (images) | the same at equal per-step cost |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in names[1:]:
         if name.endswith("-obvious"):
             continue
         fractions, step_fractions, gaps, shares, equal_steps, equal_fractions, reached = [], [], [], [], [], [], 0
-        obvious_fractions = []
+        obvious_fractions, equal_cost_fractions = [], []
         for image in args.images.split(","):
             if (image, args.crop, name) not in done:
                 continue
@@ -213,6 +215,8 @@ def main() -> None:
             fractions.append(seconds / ref["seconds"])
             if image in obvious:
                 obvious_fractions.append(seconds / obvious[image]["seconds"])
+                per_step = ref["seconds"] / ref["trace"][-1][0]
+                equal_cost_fractions.append(step * per_step / obvious[image]["seconds"])
             step_fractions.append(step / ref["trace"][-1][0])
             gaps.append(run["final"] - ref["final"])
             shares.append((run["initial"] - run["final"]) / (ref["initial"] - ref["final"]))
@@ -226,7 +230,8 @@ def main() -> None:
               f"{statistics.median(fractions):.3f} | {statistics.mean(step_fractions):.3f} | "
               f"{statistics.mean(gaps):+.4f} | {min(shares):.1%}-{max(shares):.1%} | "
               f"{min(equal_steps)}-{max(equal_steps)} ({min(equal_fractions):.2f}-{max(equal_fractions):.2f}) | "
-              + (f"{statistics.mean(obvious_fractions):.3f} ({len(obvious_fractions)}) |" if obvious_fractions else "— |"))
+              + (f"{statistics.mean(obvious_fractions):.3f} ({len(obvious_fractions)}) | "
+                 f"{statistics.mean(equal_cost_fractions):.3f} |" if obvious_fractions else "— | — |"))
 
 if __name__ == "__main__":
     main()
