@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -229,3 +230,27 @@ def test_models_json_lists_the_bundled_models_with_how_to_select_them():
         assert row["name"] == "latentfit-msh"
         assert row["select"] == {"model": "latentfit-msh", "quality": row["quality"]}
         assert row["kodak_bpp"] > 0 and row["kodak_psnr"] > 0
+
+
+def test_encode_help_states_the_library_defaults_it_describes():
+    """The CLI keeps torch out of its import, so its help spells the defaults as text; they must match
+    the constants the refinement actually uses (and list every registered method)."""
+    import typer.main
+
+    from latentfit import cli
+    from latentfit.refine import AUTO_STEPS, BUDGET_TAU_END, BUDGET_TAU_START, RefinementConfig
+    from latentfit.relaxations import PROXIES, get_proxy
+
+    encode = typer.main.get_command(cli.app).commands["encode"]
+    helps = {param.name: param.help or "" for param in encode.params}
+    assert f"{BUDGET_TAU_START:g}·τ_max → {BUDGET_TAU_END:g}·τ_max" in helps["schedule"]
+    assert f"{RefinementConfig().lr_final_fraction:g}·lr" in helps["lr_schedule"]
+    assert f"({AUTO_STEPS};" in helps["steps"]
+    stated = re.search(r"default: (\S+) for sga\+ssl, (\S+), the papers'", helps["lr"])
+    assert stated, helps["lr"]
+    assert float(stated[1]) == get_proxy("sga+ssl").default_lr and float(stated[2]) == get_proxy("sga").default_lr
+    listed = {name.strip(" .") for name in helps["method"].split(":", 1)[1].split(",")}
+    assert listed == set(PROXIES)
+    defaults = {param.name: param.default for param in encode.params}
+    assert defaults["method"] == RefinementConfig().method
+    assert defaults["schedule"] == RefinementConfig().schedule and defaults["lr_schedule"] == RefinementConfig().lr_schedule
