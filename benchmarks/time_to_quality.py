@@ -145,7 +145,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = latentfit.load_model(quality=args.quality, device=args.device)
     table = settings()
-    names = ["reference"] + [c for c in args.candidates.split(",") if c]
+    names = list(dict.fromkeys(["reference"] + [c for c in args.candidates.split(",") if c]))
     unknown = [n for n in names if n not in table]
     if unknown:
         raise SystemExit(f"unknown setting(s) {unknown}; known: {sorted(table)}")

@@ -254,3 +254,32 @@ def test_encode_help_states_the_library_defaults_it_describes():
     defaults = {param.name: param.default for param in encode.params}
     assert defaults["method"] == RefinementConfig().method
     assert defaults["schedule"] == RefinementConfig().schedule and defaults["lr_schedule"] == RefinementConfig().lr_schedule
+
+
+def test_sigterm_stops_a_ray_evaluation_like_ctrl_c(tmp_path):
+    """A job scheduler's SIGTERM during a Ray evaluation: exit 130 with the one-line message (not Ray's
+    stack dump), and the journal holds only whole records."""
+    pytest.importorskip("ray")
+    import signal
+    import time
+
+    from .conftest import KODAK
+
+    kodak_image()
+    results = tmp_path / "results"
+    args = ["eval", KODAK, "--crop", "64x64", "--limit", "1", "--quality", "2", "--method", "none,sga+ssl",
+            "--steps", "3000", "--workers", "2", "--threads", "1", "--no-progress", "-o", results]
+    env = dict(os.environ, LATENTFIT_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-m", "latentfit.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    journal = results / "cells.jsonl"
+    deadline = time.time() + 240
+    while not (journal.exists() and journal.read_text().count("\n")) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert "SIGTERM received" not in stderr and "Traceback" not in stderr, stderr
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [record["method"] for record in records] == ["none"]  # the 3000-step cell was cut off, not half-written

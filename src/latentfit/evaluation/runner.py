@@ -180,21 +180,51 @@ def _in_process(config: EvalConfig, todo: list, device: str) -> Iterator[tuple[d
         yield evaluate_cell(config, cell, str(path), device)
 
 
+def _signal_handlers() -> dict:
+    """This process's Python-level SIGINT/SIGTERM handlers (none outside the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict) -> None:
+    import signal
+
+    for sig, handler in handlers.items():
+        if handler is not None:  # None: installed outside Python, nothing to restore
+            signal.signal(sig, handler)
+
+
 def _with_ray(config: EvalConfig, todo: list, device: str, workers: int, address: str | None,
               gpus_per_cell: float | None) -> Iterator[tuple[dict, bytes | None]]:
     """Cells as Ray tasks on a local instance (`workers` CPUs) or the cluster at `address`."""
     import logging
+    import signal
 
     import ray
     import torch
 
     started_here = not ray.is_initialized()
+    # Ray's C++ wait runs Python signal handlers itself and turns any exception but KeyboardInterrupt
+    # into a SystemError, and ray.init puts in its own SIGTERM handler (a stack dump): while Ray runs,
+    # SIGINT/SIGTERM only set a flag; between waits the caller's own handler is put back and run.
+    handlers = _signal_handlers()
+    received: list[int] = []
     if started_here:
         options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         if address:
             ray.init(address=address, **options)
         else:
             ray.init(num_cpus=workers, object_store_memory=256 * 1024 * 1024, **options)
+    def defer_signals() -> None:
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, lambda signum, frame: received.append(signum))
+
+    defer_signals()
     if gpus_per_cell is None:
         gpus_per_cell = 1.0 if device.startswith("cuda") and torch.cuda.is_available() else 0.0
     task = ray.remote(num_cpus=1, num_gpus=gpus_per_cell)(evaluate_cell)
@@ -202,10 +232,16 @@ def _with_ray(config: EvalConfig, todo: list, device: str, workers: int, address
     try:
         pending = {task.remote(cell_config, cell, str(path), device): cell for cell, path in todo}
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            pending.pop(ready[0])
-            yield ray.get(ready[0])
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.25)
+            if received:
+                _restore_signal_handlers(handlers)
+                signal.raise_signal(received.pop(0))  # the caller's handler, e.g. the CLI's clean interrupt
+                defer_signals()  # that handler chose to carry on
+            if ready:
+                pending.pop(ready[0])
+                yield ray.get(ready[0])
     finally:
+        _restore_signal_handlers(handlers)
         if started_here:
             ray.shutdown()
 
