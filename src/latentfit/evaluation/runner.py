@@ -13,6 +13,8 @@ import hashlib
 import json
 import math
 import os
+import signal
+import threading
 import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -182,17 +184,12 @@ def _in_process(config: EvalConfig, todo: list, device: str) -> Iterator[tuple[d
 
 def _signal_handlers() -> dict:
     """This process's Python-level SIGINT/SIGTERM handlers (none outside the main thread)."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         return {}
     return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _restore_signal_handlers(handlers: dict) -> None:
-    import signal
-
     for sig, handler in handlers.items():
         if handler is not None:  # None: installed outside Python, nothing to restore
             signal.signal(sig, handler)
@@ -202,7 +199,6 @@ def _with_ray(config: EvalConfig, todo: list, device: str, workers: int, address
               gpus_per_cell: float | None) -> Iterator[tuple[dict, bytes | None]]:
     """Cells as Ray tasks on a local instance (`workers` CPUs) or the cluster at `address`."""
     import logging
-    import signal
 
     import ray
     import torch
@@ -219,6 +215,7 @@ def _with_ray(config: EvalConfig, todo: list, device: str, workers: int, address
             ray.init(address=address, **options)
         else:
             ray.init(num_cpus=workers, object_store_memory=256 * 1024 * 1024, **options)
+
     def defer_signals() -> None:
         for sig, handler in handlers.items():
             if handler is not None:
