@@ -2,8 +2,10 @@
 
 The obvious loop: model parameters left trainable (weight gradients computed), the true loss
 evaluated every step. The library's loop (`refine_latents`): parameters frozen, true loss every k
-steps. Both run the same proxy (sga+ssl) on the same image, interleaved in blocks, and the median
-seconds per step are compared; FLOPs of one proxy step come from torch's FlopCounterMode.
+steps, a channels-last copy of the decoder for the proxy (also timed with the plain layout, as
+time_to_quality.py's reference runs the papers' setting). All run the same proxy (sga+ssl) on the
+same image, interleaved in blocks, and the median seconds per step are compared; FLOPs of one
+proxy step come from torch's FlopCounterMode.
 
 Usage: python benchmarks/step_speed.py [--image ../shared/data/kodak/kodim23.png] [--crop 256] [--steps 20]
                                         [--blocks 3] [--threads 2] [--peak-gflops 150]
@@ -60,10 +62,12 @@ def obvious_loop(model, x, steps: int, lr: float = 5e-3, losses: list[float] | N
     return times
 
 
-def library_loop(model, x, steps: int) -> list[float]:
+def library_loop(model, x, steps: int, channels_last: bool = True) -> list[float]:
+    """`refine_latents` with its defaults (`channels_last=False`: the plain layout, as the papers'
+    setting runs in benchmarks/time_to_quality.py's reference). Returns seconds per step."""
     stamps: list[float] = [time.perf_counter()]
-    latentfit.refine_latents(model, x, latentfit.RefinementConfig(method="sga+ssl", steps=steps, record_trace=False),
-                             progress=lambda *_: (synchronize(x), stamps.append(time.perf_counter())))
+    config = latentfit.RefinementConfig(method="sga+ssl", steps=steps, record_trace=False, channels_last=channels_last)
+    latentfit.refine_latents(model, x, config, progress=lambda *_: (synchronize(x), stamps.append(time.perf_counter())))
     return [b - a for a, b in zip(stamps[1:], stamps[2:])]
 
 
@@ -93,16 +97,19 @@ def main() -> None:
         model.rate_distortion(latentfit.Latents(y, z), x, model.lmbda, lambda v: proxy.relax(v, 1.0)).loss.backward()
     flops = counter.get_total_flops()
 
-    obvious, library = [], []
+    obvious, library, plain = [], [], []
     for _ in range(args.blocks):
         obvious += obvious_loop(model, x, args.steps)[1:]
         library += library_loop(model, x, args.steps)[1:]
-    t_obvious, t_library = statistics.median(obvious), statistics.median(library)
+        plain += library_loop(model, x, args.steps, channels_last=False)[1:]
+    t_obvious, t_library, t_plain = statistics.median(obvious), statistics.median(library), statistics.median(plain)
     gflops = flops / t_library / 1e9
     where = torch.cuda.get_device_name(x.device) if x.is_cuda else f"cpu, {args.threads} threads"
     print(f"image {args.image} {x.shape[-1]}x{x.shape[-2]}, {where}, torch {torch.__version__}")
     print(f"obvious loop: {t_obvious * 1000:.1f} ms/step (median of {len(obvious)})")
     print(f"library loop: {t_library * 1000:.1f} ms/step (median of {len(library)})")
+    print(f"library loop, plain layout: {t_plain * 1000:.1f} ms/step (median of {len(plain)}); "
+          f"obvious / plain {t_obvious / t_plain:.2f}x, plain / library {t_plain / t_library:.2f}x")
     print(f"speed-up: {t_obvious / t_library:.2f}x; one proxy step = {flops / 1e9:.2f} GFLOP -> {gflops:.1f} GFLOP/s"
           + (f" ({100 * gflops / args.peak_gflops:.0f}% of an assumed {args.peak_gflops:.0f} GFLOP/s peak)"
              if args.peak_gflops else ""))

@@ -3,8 +3,10 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -26,6 +28,21 @@ def assert_clean_failure(proc, *fragments):
     assert len(error_lines) == 1, proc.stderr
     for fragment in fragments:
         assert fragment in error_lines[0]
+
+
+def interrupt_when(ready, signal_number, *args, settle=0.0):
+    """Start `latentfit ARGS` as a real process, send it `signal_number` once `ready()` holds (or after
+    240 s), `settle` seconds later; returns (exit code, stderr)."""
+    env = dict(os.environ, LATENTFIT_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-m", "latentfit.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 240
+    while not ready() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(settle)
+    proc.send_signal(signal_number)
+    _, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stderr
 
 
 @pytest.fixture(scope="module")
@@ -183,9 +200,6 @@ def test_auto_steps_with_a_time_budget_and_forced_tiles(crop_png, tmp_path):
 
 
 def test_folder_encoding_survives_an_interrupt_and_resumes(tmp_path):
-    import signal
-    import time
-
     from latentfit.bitstream import from_bytes
 
     source = tmp_path / "in"
@@ -194,17 +208,10 @@ def test_folder_encoding_survives_an_interrupt_and_resumes(tmp_path):
         for index in range(3):
             img.crop((index * 100, 0, index * 100 + 96, 64)).save(source / f"img{index}.png")
     outdir = tmp_path / "out"
-    args = ["encode", source, "-o", outdir, "--method", "sga+ssl", "--steps", "100000", "--time-budget", "3"]
-    env = dict(os.environ, LATENTFIT_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "latentfit.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 240
-    while not (outdir / "img0.lfc").exists() and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    returncode, stderr = interrupt_when(lambda: (outdir / "img0.lfc").exists(), signal.SIGINT, "encode", source,
+                                        "-o", outdir, "--method", "sga+ssl", "--steps", "100000", "--time-budget", "3",
+                                        settle=0.5)
+    assert returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted" in stderr
     finished = sorted(outdir.iterdir())
     assert [p.name for p in finished] == ["img0.lfc"]  # nothing half-written, no temporary files
@@ -260,25 +267,16 @@ def test_sigterm_stops_a_ray_evaluation_like_ctrl_c(tmp_path):
     """A job scheduler's SIGTERM during a Ray evaluation: exit 130 with the one-line message (not Ray's
     stack dump), and the journal holds only whole records."""
     pytest.importorskip("ray")
-    import signal
-    import time
-
     from .conftest import KODAK
 
     kodak_image()
     results = tmp_path / "results"
-    args = ["eval", KODAK, "--crop", "64x64", "--limit", "1", "--quality", "2", "--method", "none,sga+ssl",
-            "--steps", "3000", "--workers", "2", "--threads", "1", "--no-progress", "-o", results]
-    env = dict(os.environ, LATENTFIT_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "latentfit.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
     journal = results / "cells.jsonl"
-    deadline = time.time() + 240
-    while not (journal.exists() and journal.read_text().count("\n")) and time.time() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    returncode, stderr = interrupt_when(lambda: journal.exists() and journal.read_text().count("\n") > 0,
+                                        signal.SIGTERM, "eval", KODAK, "--crop", "64x64", "--limit", "1",
+                                        "--quality", "2", "--method", "none,sga+ssl", "--steps", "3000",
+                                        "--workers", "2", "--threads", "1", "--no-progress", "-o", results)
+    assert returncode == 130, stderr
     assert "interrupted" in stderr
     assert "SIGTERM received" not in stderr and "Traceback" not in stderr, stderr
     records = [json.loads(line) for line in journal.read_text().splitlines()]
