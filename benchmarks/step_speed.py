@@ -63,8 +63,8 @@ def obvious_loop(model, x, steps: int, lr: float = 5e-3, losses: list[float] | N
 
 
 def library_loop(model, x, steps: int, channels_last: bool = True) -> list[float]:
-    """`refine_latents` with its defaults (`channels_last=False`: the plain layout, as the papers'
-    setting runs in benchmarks/time_to_quality.py's reference). Returns seconds per step."""
+    """`refine_latents` with its defaults, the proxy's decoder copy channels-last (`channels_last=False`:
+    the plain layout, as time_to_quality.py's reference runs the papers' setting). Seconds per step."""
     stamps: list[float] = [time.perf_counter()]
     config = latentfit.RefinementConfig(method="sga+ssl", steps=steps, record_trace=False, channels_last=channels_last)
     latentfit.refine_latents(model, x, config, progress=lambda *_: (synchronize(x), stamps.append(time.perf_counter())))
