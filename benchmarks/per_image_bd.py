@@ -18,6 +18,39 @@ from pathlib import Path
 from latentfit.evaluation.bdrate import bd_rate
 
 
+def read_journal(path: Path) -> list[dict]:
+    """The journal's records; a torn last line (a run killed mid-write) is skipped."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def per_image_rates(records: list[dict], methods: list[str], steps: int, model: str) -> dict[str, dict[str, float]]:
+    """{image: {method: BD-rate against that image's `none` curve}} for the images that `none` and every
+    one of `methods` (at `steps`) have finished at every quality present."""
+    points: dict[tuple[str, str], dict[int, tuple[float, float]]] = defaultdict(dict)
+    for record in records:
+        if record.get("model") != model:
+            continue
+        label = "none" if record["method"] == "none" else (record["method"] if record["steps"] == steps else None)
+        if label in methods or label == "none":
+            points[(record["image"], label)][record["quality"]] = (record["bpp"], record["psnr"])
+    qualities = {q for curve in points.values() for q in curve}
+    images = sorted({image for image, _ in points
+                     if all(set(points.get((image, m), {})) == qualities for m in ["none", *methods])})
+    rates = {}
+    for image in images:
+        anchor = list(points[(image, "none")].values())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rates[image] = {m: bd_rate(anchor, list(points[(image, m)].values())) for m in methods}
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("results", type=Path)
@@ -26,35 +59,14 @@ def main() -> None:
     parser.add_argument("--model", default="latentfit-msh")
     args = parser.parse_args()
     methods = args.methods.split(",")
-
-    points: dict[tuple[str, str], dict[int, tuple[float, float]]] = defaultdict(dict)
-    for line in (args.results / "cells.jsonl").read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("model") != args.model:
-            continue
-        label = "none" if record["method"] == "none" else (record["method"] if record["steps"] == args.steps else None)
-        if label in methods or label == "none":
-            points[(record["image"], label)][record["quality"]] = (record["bpp"], record["psnr"])
-
-    qualities = {q for curve in points.values() for q in curve}
-    images = sorted({image for image, _ in points
-                     if all(set(points.get((image, m), {})) == qualities for m in ["none", *methods])})
+    rates = per_image_rates(read_journal(args.results / "cells.jsonl"), methods, args.steps, args.model)
     print("| image | " + " | ".join(methods) + " |")
     print("|---|" + "---|" * len(methods))
-    wins = defaultdict(int)
-    for image in images:
-        anchor = list(points[(image, "none")].values())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            rates = {m: bd_rate(anchor, list(points[(image, m)].values())) for m in methods}
-        for other in methods[1:]:
-            wins[other] += rates[methods[0]] < rates[other]
-        print(f"| {image} | " + " | ".join(f"{rates[m]:+.2f} %" for m in methods) + " |")
+    for image, row in rates.items():
+        print(f"| {image} | " + " | ".join(f"{row[m]:+.2f} %" for m in methods) + " |")
     for other in methods[1:]:
-        print(f"{methods[0]} beats {other} on {wins[other]} of {len(images)} images")
+        wins = sum(row[methods[0]] < row[other] for row in rates.values())
+        print(f"{methods[0]} beats {other} on {wins} of {len(rates)} images")
 
 
 if __name__ == "__main__":
