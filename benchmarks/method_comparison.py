@@ -6,12 +6,18 @@ It rewrites the text between two pairs of markers in BENCHMARKS.md:
   `latentfit eval` wrote it (headings demoted to ####), the per-image BD-rates of each refinement
   method against the same image's `none` curve, and which method is first on how many images;
 - ``<!-- method-comparison:claims -->`` … ``<!-- /method-comparison:claims -->``: the papers'
-  qualitative claims that the 500-step grid can check, each with the numbers that decide it.
+  qualitative claims that the 500-step grid can check, each with the numbers that decide it;
+- ``<!-- method-comparison:long -->`` … ``<!-- /method-comparison:long -->``: `sga` against `sga+ssl`
+  at `--long-steps` (2000): the tables of `RESULTS_DIR/2000-steps/summary.md`, which this script writes
+  from the journal's cells of the images both methods have finished at every quality (a separate
+  summary, because `latentfit eval` summarises only the grid it was asked for), per-image BD-rates
+  beside the same images' 500-step ones, and the claim "SSL beats atanh" at that budget.
 
 Run `latentfit eval ... --limit K` first, so that `summary.md` covers the K images that every method
 has finished; the script refuses a summary whose image count differs from the journal's complete images.
 
 Usage: python benchmarks/method_comparison.py RESULTS_DIR [--benchmarks BENCHMARKS.md] [--steps 500]
+       [--long-steps 2000]
 """
 
 from __future__ import annotations
@@ -24,19 +30,22 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
+from latentfit.evaluation.runner import summarise
 from latentfit.evaluation.tables import loss_reduction
 from per_image_bd import per_image_rates, read_journal
 
 METHODS = ["sga+ssl", "sga", "sga+cosine", "sga+linear", "sga+ssl3", "uniform-noise", "ste"]
 CLASSICAL = ["jpeg", "jpegxl", "webp", "avif"]
+#: The methods compared at the long budget (the issue's "sga vs sga+ssl at 2000 steps").
+LONG_METHODS = ["sga+ssl", "sga"]
 
 
 def replace_block(text: str, name: str, body: str) -> str:
     """`text` with the lines between `<!-- name -->` and `<!-- /name -->` replaced by `body`."""
-    pattern = re.compile(rf"(<!-- {re.escape(name)} -->\n).*?(\n<!-- /{re.escape(name)} -->)", re.S)
+    pattern = re.compile(rf"(<!-- {re.escape(name)} -->\n)(?:.*?\n)?(<!-- /{re.escape(name)} -->)", re.S)
     if not pattern.search(text):
         raise SystemExit(f"error: BENCHMARKS.md has no <!-- {name} --> … <!-- /{name} --> block")
-    return pattern.sub(lambda m: m.group(1) + body.strip("\n") + m.group(2), text, count=1)
+    return pattern.sub(lambda m: m.group(1) + body.strip("\n") + "\n" + m.group(2), text, count=1)
 
 
 def points(value: float) -> str:
@@ -47,12 +56,73 @@ def percent(value: float) -> str:
     return f"{value:+.2f} %".replace("-", "−")
 
 
+def mean_reduction(records: list[dict], model: str, method: str, steps: int, images, at: str) -> float | None:
+    """Mean over the cells of `images` of the relative true-loss reduction by step `at` ("end": the last)."""
+    values = [v for r in records if r.get("model") == model and r["method"] == method and r["steps"] == steps
+              and r["image"] in images and r.get("trace")
+              and (v := loss_reduction(r["trace"], r["trace"][-1]["step"] if at == "end" else int(at))) is not None]
+    return mean(values) if values else None
+
+
+def long_budget(records: list[dict], results: Path, model: str, steps: int, long_steps: int,
+                short_rates: dict[str, dict[str, float]]) -> tuple[str, str]:
+    """The `method-comparison:long` block and its claim line: `sga+ssl` against `sga` at `long_steps`."""
+    ssl, sga = LONG_METHODS
+    rates = per_image_rates(records, LONG_METHODS, long_steps, model)
+    images = sorted(rates)
+    cells = sum(r.get("model") == model and r["method"] in LONG_METHODS and r["steps"] == long_steps for r in records)
+    if not images:
+        state = (f"no image has its {long_steps}-step `sga` and `sga+ssl` cells at every quality yet "
+                 f"({cells} such cells are in the journal)")
+        return (state[:1].upper() + state[1:] + ".",
+                f"- **SSL beats atanh at {long_steps} steps**: not measured yet on the committed journal: {state}.")
+    chosen = [r for r in records if r.get("model") == model and r["image"] in rates
+              and (r["method"] == "none" or (r["method"] in LONG_METHODS and r["steps"] == long_steps))]
+    folder = results / f"{long_steps}-steps"
+    summary = summarise(chosen, folder)
+    row = {r["method"]: r for r in summary["bd_rates"]}
+    summary_text = (folder / "summary.md").read_text().replace("\n## ", "\n#### ")
+    summary_text = re.sub(r"^## ", "#### ", summary_text)
+    both = [i for i in images if i in short_rates]
+    k = len(images)
+    columns = [f"{ssl} {long_steps}", f"{sga} {long_steps}", f"{ssl} {steps}", f"{sga} {steps}"]
+    table = ["| image | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for image in images:
+        short = short_rates.get(image, {})
+        values = [rates[image][ssl], rates[image][sga], short.get(ssl), short.get(sga)]
+        table.append(f"| {image} | " + " | ".join("—" if v is None else f"{v:+.2f} %" for v in values) + " |")
+    ahead = sum(rates[i][ssl] < rates[i][sga] for i in images)
+    gaps = [rates[i][sga] - rates[i][ssl] for i in images]
+    added = ""
+    if both:
+        gain_ssl = mean(short_rates[i][ssl] - rates[i][ssl] for i in both)
+        gain_sga = mean(short_rates[i][sga] - rates[i][sga] for i in both)
+        short_gap = mean(short_rates[i][sga] - short_rates[i][ssl] for i in both)
+        added = (f" On these {len(both)} images, {long_steps} steps instead of {steps} add {gain_ssl:.1f} points "
+                 f"to `sga+ssl` and {gain_sga:.1f} to `sga` (mean per-image BD-rate), so the lead of `sga+ssl` goes "
+                 f"from {short_gap:.1f} points at {steps} steps to {mean(gaps):.1f} at {long_steps}.")
+    tables = (f"On the {k} image{'s' if k != 1 else ''} that both methods have finished at every quality "
+              f"(`{folder}/summary.md`, written by this script from the journal):\n\n" + summary_text.strip() +
+              "\n\nPer image (BD-rate against the same image's `none` curve):\n\n" + "\n".join(table) +
+              f"\n\n`sga+ssl` is ahead of `sga` on {'each' if ahead == k else ahead} of the {k} images "
+              f"(by {min(gaps):+.1f} to {max(gaps):+.1f} points).{added}")
+    early = {m: {at: mean_reduction(chosen, model, m, long_steps, rates, at) for at in ("50", "end")} for m in LONG_METHODS}
+    holds = row[ssl]["bd_rate"] is not None and row[sga]["bd_rate"] is not None and row[ssl]["bd_rate"] < row[sga]["bd_rate"]
+    claim = (f"- **SSL beats atanh at {long_steps} steps** ({k} image{'s' if k != 1 else ''}): "
+             f"{'holds' if holds else '**does not hold**'}, {percent(row[ssl]['bd_rate'])} against "
+             f"{percent(row[sga]['bd_rate'])}, ahead on {'each' if ahead == k else ahead} of the {k} images; true loss "
+             f"lowered by {early[ssl]['50']:.2%} vs {early[sga]['50']:.2%} by step 50 and {early[ssl]['end']:.2%} vs "
+             f"{early[sga]['end']:.2%} at the end." + added)
+    return tables, claim
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("results", type=Path)
     parser.add_argument("--benchmarks", type=Path, default=Path("BENCHMARKS.md"))
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--model", default="latentfit-msh")
+    parser.add_argument("--long-steps", type=int, default=2000)
     args = parser.parse_args()
 
     records = read_journal(args.results / "cells.jsonl")
@@ -159,6 +229,9 @@ def main() -> None:
     text = args.benchmarks.read_text()
     text = replace_block(text, "method-comparison:tables", tables)
     text = replace_block(text, "method-comparison:claims", "\n".join(claims))
+    long_tables, long_claim = long_budget(records, args.results, args.model, args.steps, args.long_steps, rates)
+    text = replace_block(text, "method-comparison:long", long_tables)
+    text = replace_block(text, "method-comparison:long-claims", long_claim)
     args.benchmarks.write_text(text)
     print(f"{args.benchmarks}: method comparison on {k} images; {leader} first on {first[leader]}")
 
