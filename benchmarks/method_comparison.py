@@ -137,12 +137,8 @@ def main() -> None:
                  f"{len(images)} complete ones; rerun latentfit eval with --limit {len(images)} first")
 
     # mean true-loss reduction by each step, over the cells of the complete images
-    reductions: dict[str, dict[str, float]] = {}
-    for method in METHODS:
-        traces = [r["trace"] for r in records if r.get("model") == args.model and r["method"] == method
-                  and r["steps"] == args.steps and r["image"] in rates and r.get("trace")]
-        reductions[method] = {label: mean(v for t in traces if (v := loss_reduction(t, t[-1]["step"] if label == "end" else int(label))) is not None)
-                              for label in ("50", "end")}
+    reductions = {method: {at: mean_reduction(records, args.model, method, args.steps, rates, at) for at in ("50", "end")}
+                  for method in METHODS}
 
     first = defaultdict(int)
     for image in images:
