@@ -48,6 +48,11 @@ def replace_block(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body.strip("\n") + "\n" + m.group(2), text, count=1)
 
 
+def read_summary(folder: Path) -> str:
+    """`folder/summary.md` with its `##` headings demoted to `####`, to sit under BENCHMARKS' sections."""
+    return re.sub(r"^## ", "#### ", (folder / "summary.md").read_text(), flags=re.M)
+
+
 def points(value: float) -> str:
     return f"{abs(value):.1f}"
 
@@ -81,8 +86,7 @@ def long_budget(records: list[dict], results: Path, model: str, steps: int, long
     folder = results / f"{long_steps}-steps"
     summary = summarise(chosen, folder)
     row = {r["method"]: r for r in summary["bd_rates"]}
-    summary_text = (folder / "summary.md").read_text().replace("\n## ", "\n#### ")
-    summary_text = re.sub(r"^## ", "#### ", summary_text)
+    summary_text = read_summary(folder)
     both = [i for i in images if i in short_rates]
     k = len(images)
     columns = [f"{ssl} {long_steps}", f"{sga} {long_steps}", f"{ssl} {steps}", f"{sga} {steps}"]
@@ -156,8 +160,7 @@ def main() -> None:
     def each(n: int) -> str:
         return "each" if n == k else f"{n}"
 
-    summary = (args.results / "summary.md").read_text().replace("\n## ", "\n#### ")
-    summary = re.sub(r"^## ", "#### ", summary)
+    summary = read_summary(args.results)
     table = ["| image | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
     table += [f"| {image} | " + " | ".join(f"{rates[image][m]:+.2f} %" for m in METHODS) + " |" for image in images]
     def extremes(method: str) -> str:
