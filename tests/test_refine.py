@@ -173,7 +173,7 @@ def test_auto_steps_fill_the_time_budget_and_respect_it(bundled_model, kodak_cro
     result = refine_latents(bundled_model, kodak_crop.tensor,
                             RefinementConfig(steps="auto", time_budget=budget, evaluate_every=5),
                             progress=lambda step, total, record: totals.append(total))
-    assert result.seconds < 1.25 * budget + 1.0
+    assert result.seconds < budget + 1.5
     assert totals[-1] != totals[0]  # the plan was fitted to the budget after the first evaluation
     assert result.steps_run > 5  # it used the budget rather than stopping at the first evaluation
     assert result.steps_run <= totals[-1]
