@@ -69,6 +69,18 @@ def mean_reduction(records: list[dict], model: str, method: str, steps: int, ima
     return mean(values) if values else None
 
 
+def images_phrase(n: int) -> str:
+    """'1 image', '2 images'."""
+    return f"{n} image" + ("" if n == 1 else "s")
+
+
+def on_each_phrase(ahead: int, k: int) -> str:
+    """Where one method is ahead: 'on each of the 3 images', 'on 2 of the 3 images', 'on the one image'."""
+    if k == 1:
+        return "on the one image" if ahead else "not on the one image"
+    return f"on each of the {k} images" if ahead == k else f"on {ahead} of the {k} images"
+
+
 def long_budget(records: list[dict], results: Path, model: str, steps: int, long_steps: int,
                 short_rates: dict[str, dict[str, float]]) -> tuple[str, str]:
     """The `method-comparison:long` block and its claim line: `sga+ssl` against `sga` at `long_steps`."""
@@ -102,19 +114,20 @@ def long_budget(records: list[dict], results: Path, model: str, steps: int, long
         gain_ssl = mean(short_rates[i][ssl] - rates[i][ssl] for i in both)
         gain_sga = mean(short_rates[i][sga] - rates[i][sga] for i in both)
         short_gap = mean(short_rates[i][sga] - short_rates[i][ssl] for i in both)
-        added = (f" On these {len(both)} images, {long_steps} steps instead of {steps} add {gain_ssl:.1f} points "
+        added = (f" On {'this image' if len(both) == 1 else f'these {len(both)} images'}, {long_steps} steps instead of {steps} add {gain_ssl:.1f} points "
                  f"to `sga+ssl` and {gain_sga:.1f} to `sga` (mean per-image BD-rate), so the lead of `sga+ssl` goes "
                  f"from {short_gap:.1f} points at {steps} steps to {mean(gaps):.1f} at {long_steps}.")
-    tables = (f"On the {k} image{'s' if k != 1 else ''} that both methods have finished at every quality "
+    spread = f"{min(gaps):+.1f}" if f"{min(gaps):+.1f}" == f"{max(gaps):+.1f}" else f"{min(gaps):+.1f} to {max(gaps):+.1f}"
+    tables = (f"On the {images_phrase(k)} that both methods have finished at every quality "
               f"(`{folder}/summary.md`, written by this script from the journal):\n\n" + summary_text.strip() +
               "\n\nPer image (BD-rate against the same image's `none` curve):\n\n" + "\n".join(table) +
-              f"\n\n`sga+ssl` is ahead of `sga` on {'each' if ahead == k else ahead} of the {k} images "
-              f"(by {min(gaps):+.1f} to {max(gaps):+.1f} points).{added}")
+              f"\n\n`sga+ssl` is ahead of `sga` {on_each_phrase(ahead, k)} (by {spread} points).{added}")
     early = {m: {at: mean_reduction(chosen, model, m, long_steps, rates, at) for at in ("50", "end")} for m in LONG_METHODS}
     holds = row[ssl]["bd_rate"] is not None and row[sga]["bd_rate"] is not None and row[ssl]["bd_rate"] < row[sga]["bd_rate"]
-    claim = (f"- **SSL beats atanh at {long_steps} steps** ({k} image{'s' if k != 1 else ''}): "
-             f"{'holds' if holds else '**does not hold**'}, {percent(row[ssl]['bd_rate'])} against "
-             f"{percent(row[sga]['bd_rate'])}, ahead on {'each' if ahead == k else ahead} of the {k} images; true loss "
+    so_far = f" so far ({k} of {len(short_rates)} images: a tendency, not a result)" if k < len(short_rates) else ""
+    claim = (f"- **SSL beats atanh at {long_steps} steps** ({images_phrase(k)}): "
+             f"{'holds' if holds else '**does not hold**'}{so_far}, {percent(row[ssl]['bd_rate'])} against "
+             f"{percent(row[sga]['bd_rate'])}, ahead {on_each_phrase(ahead, k)}; true loss "
              f"lowered by {early[ssl]['50']:.2%} vs {early[sga]['50']:.2%} by step 50 and {early[ssl]['end']:.2%} vs "
              f"{early[sga]['end']:.2%} at the end." + added)
     return tables, claim
