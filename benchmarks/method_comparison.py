@@ -117,7 +117,8 @@ def long_budget(records: list[dict], results: Path, model: str, steps: int, long
         added = (f" On {'this image' if len(both) == 1 else f'these {len(both)} images'}, {long_steps} steps instead of {steps} add {gain_ssl:.1f} points "
                  f"to `sga+ssl` and {gain_sga:.1f} to `sga` (mean per-image BD-rate), so the lead of `sga+ssl` goes "
                  f"from {short_gap:.1f} points at {steps} steps to {mean(gaps):.1f} at {long_steps}.")
-    spread = f"{min(gaps):+.1f}" if f"{min(gaps):+.1f}" == f"{max(gaps):+.1f}" else f"{min(gaps):+.1f} to {max(gaps):+.1f}"
+    low, high = f"{min(gaps):+.1f}", f"{max(gaps):+.1f}"
+    spread = low if low == high else f"{low} to {high}"
     tables = (f"On the {images_phrase(k)} that both methods have finished at every quality "
               f"(`{folder}/summary.md`, written by this script from the journal):\n\n" + summary_text.strip() +
               "\n\nPer image (BD-rate against the same image's `none` curve):\n\n" + "\n".join(table) +
