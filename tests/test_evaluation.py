@@ -327,3 +327,17 @@ def test_convergence_figures_and_seconds_count_only_the_images_a_curve_finished(
     assert "| sga+ssl | 500 | 10.00% (100%) | 10.00% (100%) | 10.00% (100%) | 10.00% (100%) | 8 |" in mixed
     assert "| 2.0 |" in mixed and "90.0" not in mixed
     assert mixed.split("## How fast")[1] == clean.split("## How fast")[1]
+
+
+def test_seconds_per_cell_is_the_median_so_one_slow_session_does_not_move_it():
+    """A journal resumed on a slower machine: 9 of 10 finished cells took 2 s, one took 200 s. The
+    table shows the typical cell (2.0 s), not the mean (21.8 s) that the slow one drags up."""
+    from latentfit.evaluation.tables import bd_rate_table
+
+    records = [{"model": "m", "method": "sga+ssl", "steps": 500, "quality": q, "image": f"{i}.png",
+                "seconds": 200.0 if (i, q) == (0, 1) else 2.0} for i in range(2) for q in range(1, 6)]
+    row = {"model": "m", "method": "sga+ssl", "steps": 500, "anchor": "m none", "images": 2,
+           "bd_rate": -10.0, "bd_psnr": 0.5, "psnr_overlap": 0.9}
+    table = bd_rate_table(records, [row])
+    assert "median seconds per cell" in table.splitlines()[0]
+    assert table.splitlines()[-1].endswith("| 2.0 |")

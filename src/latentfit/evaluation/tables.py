@@ -1,9 +1,10 @@
-"""Markdown tables of an evaluation (`summary.md`): BD-rates against `none` with seconds per cell,
+"""Markdown tables of an evaluation (`summary.md`): BD-rates against `none` with median seconds per cell,
 and how fast each method lowers the true loss, from the recorded optimisation traces."""
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 
 #: Below this share of the joint PSNR range, a BD value is averaged over too little to trust
@@ -37,16 +38,18 @@ def _percent(value: float | None, signed: bool = True) -> str:
 
 
 def bd_rate_table(records: list[dict], bd_rates: list[dict]) -> str:
-    """One row per compared curve: BD-rate and BD-PSNR against its anchor, images, mean seconds per cell."""
+    """One row per compared curve: BD-rate and BD-PSNR against its anchor, images, median seconds per cell
+    (a journal resumed over sessions mixes machines of different speed: the median is the typical cell's
+    time, where one slow session would pull the mean)."""
     cells: dict[tuple, list[dict]] = defaultdict(list)
     for record in records:
         cells[(record["model"], record["method"], record["steps"])].append(record)
-    lines = ["| model | method | steps | anchor | images | BD-rate | BD-PSNR | PSNR overlap | seconds per cell |",
+    lines = ["| model | method | steps | anchor | images | BD-rate | BD-PSNR | PSNR overlap | median seconds per cell |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in sorted(bd_rates, key=lambda r: (r["model"], r["anchor"], r["method"], r["steps"])):
         group = cells[(row["model"], row["method"], row["steps"])]
         images = row.get("images", len({r["image"] for r in group if "image" in r}))
-        seconds = sum(r.get("seconds") or 0.0 for r in group) / max(len(group), 1)
+        seconds = statistics.median([r.get("seconds") or 0.0 for r in group] or [0.0])
         psnr = "—" if row["bd_psnr"] is None else f"{row['bd_psnr']:+.3f} dB"
         overlap = row.get("psnr_overlap")
         flag = "" if overlap is None or overlap >= LOW_OVERLAP else " (low)"
