@@ -281,3 +281,17 @@ def test_sigterm_stops_a_ray_evaluation_like_ctrl_c(tmp_path):
     assert "SIGTERM received" not in stderr and "Traceback" not in stderr, stderr
     records = [json.loads(line) for line in journal.read_text().splitlines()]
     assert [record["method"] for record in records] == ["none"]  # the 3000-step cell was cut off, not half-written
+
+
+def test_the_time_budget_counts_from_reading_the_image_to_the_file_on_disk(crop_png, tmp_path):
+    out = tmp_path / "a.lfc"
+    proc = run("encode", crop_png, "-o", out, "--time-budget", "0.001", "--json")
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    assert stats["steps_run"] == 0 and stats["stopped_by"] == "time_budget"
+    assert stats["bytes"] == out.stat().st_size
+    parts = ["read_seconds", "refine_seconds", "coding_seconds", "check_seconds", "write_seconds"]
+    assert all(stats[p] >= 0 for p in parts)
+    assert sum(stats[p] for p in parts) == pytest.approx(stats["seconds"], abs=0.05)
+    decoded = run("decode", out, "-o", tmp_path / "a.png")
+    assert decoded.returncode == 0, decoded.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -75,7 +76,9 @@ def encode(
     factor: Optional[float] = typer.Option(None, help="Three-class factor c."),
     power: Optional[float] = typer.Option(None, help="Three-class power p."),
     hard: bool = typer.Option(False, help="Hard (straight-through) Gumbel samples."),
-    time_budget: Optional[float] = typer.Option(None, help="Stop refining after this many seconds (best so far kept)."),
+    time_budget: Optional[float] = typer.Option(None, help="Finish each image's encode, from reading it to the "
+                                                "file on disk, within this many seconds (refinement stops early, "
+                                                "best so far kept)."),
     anneal_to: Optional[float] = typer.Option(None, help="Anneal τ from τ_max to this value within the step budget."),
     schedule: str = typer.Option("budget", help="Temperature schedule: budget (anneal 1.5·τ_max → 0.2·τ_max within "
                                  "the steps) or papers (the method's published one)."),
@@ -135,14 +138,18 @@ def _encode_file(input: Path, output: Path, latent_model, config, force: bool, t
     from .codec import encode as encode_image
     from .imageio import atomic_write_bytes, load_image
 
+    started = time.perf_counter()  # a --time-budget counts from here to the file on disk
     image = load_image(input)
     update, close = _progress_bar(progress and sys.stderr.isatty(), f"{config.method} {input.name}")
     try:
-        result = encode_image(image, latent_model, config, progress=update)
+        result = encode_image(image, latent_model, config, progress=update, started=started)
     finally:
         close()
+    writing = time.perf_counter()
     atomic_write_bytes(output, result.data, force=force)
-    stats = result.stats | {"input": str(input), "output": str(output), "device": device}
+    done = time.perf_counter()
+    stats = result.stats | {"seconds": done - started, "write_seconds": done - writing,
+                            "input": str(input), "output": str(output), "device": device}
     if trace is not None:
         atomic_write_bytes(trace, json.dumps({"settings": stats, "trace": result.refinement.trace_dicts()},
                                              indent=1).encode(), force=force)
@@ -420,7 +427,9 @@ def train(
     validate_every: int = typer.Option(500),
     checkpoint_every: int = typer.Option(100),
     seed: int = typer.Option(0),
-    init_from: Optional[Path] = typer.Option(None, help="Start from these weights (exported or checkpoint)."),
+    init_from: Optional[Path] = typer.Option(None, help="Start from these weights (exported or checkpoint); a "
+                                             "context architecture starts from a mean-scale hyperprior's."),
+    trainable: str = typer.Option("all", help="all, or context: only the context model's own networks."),
     export: Optional[Path] = typer.Option(None, help="Write fp16 weights + JSON model card here when the run stops."),
     name: str = typer.Option("", help="Model name recorded in the model card."),
     quality: int = typer.Option(0, help="Quality index recorded in the model card."),
@@ -439,6 +448,7 @@ def train(
         architecture=architecture, N=n, M=m, lmbda=lmbda, steps=steps, batch_size=batch_size,
         patch_size=patch_size, lr=lr, lr_drop_at=lr_drop_at, validate_every=validate_every,
         checkpoint_every=checkpoint_every, seed=seed, init_from=str(init_from) if init_from else None,
+        trainable=trainable,
     )
     trainer = Trainer(config, checkpoint_dir, device=device)
     if trainer.resumed:

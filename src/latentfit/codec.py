@@ -18,7 +18,7 @@ from .bitstream import Bitstream, BitstreamError
 from .imageio import LoadedImage, to_uint8
 from .metrics import bits_per_pixel, ms_ssim, psnr
 from .models.adapter import LatentModel
-from .refine import RefinementConfig, RefinementResult, refine_latents
+from .refine import ENCODE_TAIL_EVALUATIONS, RefinementConfig, RefinementResult, refine_latents
 
 
 #: Pillow modes whose decoded output is written back as a grayscale image.
@@ -39,17 +39,27 @@ def encode(
     model: LatentModel,
     config: RefinementConfig | None = None,
     progress: Callable | None = None,
+    started: float | None = None,
 ) -> EncodeResult:
-    """Encode `image` with `model`, refining its latents as `config` says (default: sga+ssl, 500 steps)."""
+    """Encode `image` with `model`, refining its latents as `config` says (default: sga+ssl, 500 steps).
+
+    `config.time_budget` bounds this whole call, counted from `started` (a `time.perf_counter()`
+    value; default: now; the CLI passes the moment it began reading the image): refinement stops
+    early enough that entropy coding, the check decode and the metrics fit too.
+    """
     config = config or RefinementConfig()
-    started = time.perf_counter()
-    result = refine_latents(model, image.tensor, config, progress=progress)  # pads to the stride itself
+    started = time.perf_counter() if started is None else started
+    began = time.perf_counter()
+    result = refine_latents(model, image.tensor, config, progress=progress,  # pads to the stride itself
+                            clock_started=started, reserve_evaluations=ENCODE_TAIL_EVALUATIONS)
+    coding_started = time.perf_counter()
     strings, shapes, index_checksum = model.compress(result.latents)
     stream = Bitstream(
         model_name=model.name, quality=model.quality, digest=model.digest, height=image.height,
         width=image.width, latent_shapes=shapes, strings=strings, grayscale=image.source_mode in GRAYSCALE_MODES, index_checksum=index_checksum,
     )
     data = bitstream.to_bytes(stream)
+    check_started = time.perf_counter()
     decoded = decode_stream(stream, model)
     reference = to_uint8(image.tensor)
     size = len(data)
@@ -78,8 +88,15 @@ def encode(
         "lr": result.lr,
         "lmbda": result.lmbda,
         "seed": result.seed,
-        "seconds": time.perf_counter() - started,
+        "time_budget": config.time_budget,
+    }
+    finished = time.perf_counter()
+    stats |= {
+        "seconds": finished - started,
+        "read_seconds": began - started,
         "refine_seconds": result.seconds,
+        "coding_seconds": check_started - coding_started,
+        "check_seconds": finished - check_started,
         "notes": list(image.notes),
     }
     return EncodeResult(data, stream, result, decoded, stats)

@@ -211,19 +211,31 @@ def planned_steps(config: RefinementConfig) -> int:
     return AUTO_STEPS if config.steps == "auto" else config.steps
 
 
+#: Before any step has been measured, a step is assumed to cost this many true-loss evaluations
+#: (forward, backward and update against one forward pass; measured 2–2.5 on Kodak on this CPU).
+STEP_COST_PRIOR = 3.0
+
+
 def optimise(
     problem: RefinementProblem,
     initial: TrueLoss,
     config: RefinementConfig,
     proxy: QuantizationProxy,
     generator: torch.Generator,
-    time_budget: float | None,
+    deadline: float | None,
     progress: Callable[[int, int, TraceRecord | None], None] | None = None,
     step_offset: int = 0,
     total_steps: int | None = None,
+    eval_seconds: float = 0.0,
 ) -> Outcome:
     """Adam on `problem.variables` against the proxy loss; the true loss every `evaluate_every`
-    steps; returns the best iterate by true loss (the start, `initial`, if nothing beats it)."""
+    steps; returns the best iterate by true loss (the start, `initial`, if nothing beats it).
+
+    `deadline` (a `time.perf_counter()` value, or None) is when the loop must have finished, its last
+    true-loss evaluation included: a step is only taken if it and one evaluation fit before it, from
+    the measured pace of the steps so far (before the first, `STEP_COST_PRIOR` evaluations of
+    `eval_seconds`). With `steps="auto"` the plan (and with it the schedules) is fitted to the
+    deadline after each of the first three steps and again at each evaluation."""
     started = time.perf_counter()
     steps = planned_steps(config) if proxy.refines else 0
     schedule = temperature_schedule(config, proxy, steps)
@@ -232,8 +244,17 @@ def optimise(
     best, best_variables, best_step = initial, problem.snapshot(), 0
     trace: list[TraceRecord] = []
     stopped_by, stale, step = "steps", 0, 0
-    auto_fit = config.steps == "auto" and time_budget is not None
+    auto_fit = config.steps == "auto" and deadline is not None
+    step_times: list[float] = []
+    step_seconds = STEP_COST_PRIOR * eval_seconds
+
+    def out_of_time(now: float) -> bool:
+        return deadline is not None and now + step_seconds + eval_seconds > deadline
+
+    if steps and out_of_time(started):
+        steps, stopped_by = 0, "time_budget"
     while step < steps:
+        step_started = time.perf_counter()
         step += 1
         tau = schedule(step - 1)
         if config.lr_schedule == "cosine":
@@ -244,11 +265,24 @@ def optimise(
         proxy_loss.backward()
         optimizer.step()
 
-        elapsed = time.perf_counter() - started
-        out_of_time = time_budget is not None and elapsed >= time_budget
-        evaluate = step % config.evaluate_every == 0 or step == steps or out_of_time
+        now = time.perf_counter()
+        step_times.append(now - step_started)
+        # The first step pays one-off costs (allocation, Adam's state): pace from the later ones.
+        recent = step_times[1:][-10:] or step_times
+        step_seconds = sum(recent) / len(recent)
+        if auto_fit and (step <= 3 or step % config.evaluate_every == 0):
+            # Fit the plan to what is left of the budget (evaluations every `evaluate_every` steps
+            # included), as the pace becomes known: on each of the first steps, then at each evaluation.
+            left = deadline - now - eval_seconds
+            per_step = step_seconds + eval_seconds / config.evaluate_every
+            steps = max(step, min(AUTO_MAX_STEPS, step + int(left / per_step)))
+            schedule = temperature_schedule(config, proxy, steps)
+        last_chance = step < steps and out_of_time(now)
+        evaluate = step % config.evaluate_every == 0 or step == steps or last_chance
         if evaluate:
+            evaluated = time.perf_counter()
             true = problem.true_loss()
+            eval_seconds = time.perf_counter() - evaluated
             improved = true.loss < best.loss - config.min_improvement * abs(best.loss)
             stale = 0 if improved else stale + 1
             if true.loss < best.loss:
@@ -257,14 +291,9 @@ def optimise(
                                  time.perf_counter() - started)
             if config.record_trace:
                 trace.append(record)
-            if auto_fit and step == config.evaluate_every:
-                # Fit the plan to the budget, from the measured cost of steps (and one evaluation) so far.
-                per_step = (time.perf_counter() - started) / step
-                steps = max(step + 1, min(AUTO_MAX_STEPS, int(time_budget / per_step)))
-                schedule = temperature_schedule(config, proxy, steps)
         if progress is not None:
             progress(step + step_offset, total_steps or steps, record if evaluate else None)
-        if out_of_time:
+        if last_chance:
             stopped_by = "time_budget"
             break
         if config.patience is not None and stale >= config.patience:
@@ -302,25 +331,39 @@ class WholeImage:
         return [v.detach().clone() for v in self.variables]
 
 
+#: With a time budget, `encode` keeps this many true-loss evaluations' worth of time for what follows
+#: the refinement: entropy coding, decoding its own file to measure it, and the metrics (measured on
+#: full Kodak images on this CPU: 1.7–2.0 evaluations; BENCHMARKS.md, "Time budgets").
+ENCODE_TAIL_EVALUATIONS = 2.5
+
+
 def refine_latents(
     model: LatentModel,
     x: Tensor,
     config: RefinementConfig | None = None,
     x_padded: Tensor | None = None,
     progress: Callable[[int, int, TraceRecord | None], None] | None = None,
+    clock_started: float | None = None,
+    reserve_evaluations: float = 0.0,
 ) -> RefinementResult:
     """Refine the latents of image `x` (1, 3, H, W) in [0, 1] for `model`.
 
     `x_padded` is the encoder's input: `x` padded to the model's stride (by default, edges replicated).
     Returns the best latents seen (by `L_true`), both losses, and the optimisation trace.
+
+    `config.time_budget` counts from `clock_started` (a `time.perf_counter()` value; default: this
+    call's start) and leaves `reserve_evaluations` true-loss evaluations' worth of time unused, for the
+    caller's work after refinement (`encode` reserves `ENCODE_TAIL_EVALUATIONS`). A budget too small
+    for one step returns the encoder's latents with `stopped_by="time_budget"`.
     """
     config = config or RefinementConfig()
     proxy: QuantizationProxy = get_proxy(config.method, **config.proxy_options)
     lmbda = model.lmbda if config.lmbda is None else config.lmbda
     device = model.device
+    started = time.perf_counter()
+    clock_started = started if clock_started is None else clock_started
     x = x.to(device)
     x_padded = pad_to_multiple(x, model.stride) if x_padded is None else x_padded.to(device)
-    started = time.perf_counter()
     with torch.no_grad():
         initial_latents = model.analysis(x_padded)
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -328,17 +371,20 @@ def refine_latents(
     tile = config.tile
     if tile == "auto":
         tile = AUTO_TILE_SIZE if x.shape[-2] * x.shape[-1] > AUTO_TILE_PIXELS else None
+    problem = WholeImage(model, x, initial_latents, lmbda, config)
+    evaluated = time.perf_counter()
+    initial = problem.true_loss()
+    eval_seconds = time.perf_counter() - evaluated
+    deadline = None
+    if config.time_budget is not None:
+        deadline = clock_started + config.time_budget - reserve_evaluations * eval_seconds
     if tile is not None and proxy.refines:
         from .tiling import refine_tiles
 
-        return refine_tiles(model, x, initial_latents, config, proxy, lmbda, generator, tile, started, progress)
+        return refine_tiles(model, x, initial_latents, initial, config, proxy, lmbda, generator, tile, started,
+                            deadline, eval_seconds, progress)
 
-    problem = WholeImage(model, x, initial_latents, lmbda, config)
-    initial = problem.true_loss()
-    budget = None  # what is left of the time budget after the encoder and the first true loss
-    if config.time_budget is not None:
-        budget = max(config.time_budget - (time.perf_counter() - started), 1e-3)
-    outcome = optimise(problem, initial, config, proxy, generator, budget, progress)
+    outcome = optimise(problem, initial, config, proxy, generator, deadline, progress, eval_seconds=eval_seconds)
     first = TraceRecord(0, temperature_schedule(config, proxy, planned_steps(config))(0), float("nan"),
                         initial.loss, initial.bpp, initial.psnr, 0.0)
     return RefinementResult(

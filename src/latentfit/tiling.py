@@ -229,17 +229,22 @@ def refine_tiles(
     model: LatentModel,
     x: Tensor,
     initial_latents: Latents,
+    initial: TrueLoss,
     config: RefinementConfig,
     proxy: QuantizationProxy,
     lmbda: float,
     generator: torch.Generator,
     tile: int,
     started: float,
+    deadline: float | None,
+    eval_seconds: float,
     progress: Callable[[int, int, TraceRecord | None], None] | None = None,
 ) -> RefinementResult:
     """Refine the latents core by core (`tile` pixels a side, rounded up to whole latents): `y` and
-    `z` for hyperprior models with `variables="joint"` (`JointTile`), else `y` with `z` kept (`Tile`)."""
-    initial = TrueLoss.of(model.true_rate_distortion(initial_latents, x, lmbda))
+    `z` for hyperprior models with `variables="joint"` (`JointTile`), else `y` with `z` kept (`Tile`).
+
+    `initial` is the whole image's true loss, which took `eval_seconds`; with a `deadline`, each tile
+    gets an equal share of what is left of it after the final whole-image evaluation."""
     context = EntropyContext(model, initial_latents)
     fast = model.proxy_view(channels_last=config.channels_last, compile=config.compile)
     y = initial_latents.y.detach().clone()
@@ -252,19 +257,25 @@ def refine_tiles(
     steps_each = planned_steps(config)
     steps_run, improved_tiles, stopped_by = 0, 0, "steps"
     for index, core in enumerate(cores):
-        budget = None
-        if config.time_budget is not None:
-            remaining = config.time_budget - (time.perf_counter() - started)
+        tile_deadline = None
+        if deadline is not None:
+            now = time.perf_counter()
+            remaining = deadline - now - eval_seconds
             if remaining <= 0:
                 stopped_by = "time_budget"
                 break
-            budget = remaining / (len(cores) - index)
+            tile_deadline = now + remaining / (len(cores) - index)
         if joint:
             problem = JointTile(model, fast, x, y, z, context, core, lmbda)
         else:
             problem = Tile(model, fast, x, y, context, core, lmbda)
-        outcome = optimise(problem, problem.true_loss(), config, proxy, generator, budget, progress,
-                           step_offset=steps_run, total_steps=steps_each * len(cores))
+        evaluated = time.perf_counter()
+        tile_initial = problem.true_loss()
+        outcome = optimise(problem, tile_initial, config, proxy, generator, tile_deadline, progress,
+                           step_offset=steps_run, total_steps=steps_each * len(cores),
+                           eval_seconds=time.perf_counter() - evaluated)
+        if outcome.stopped_by == "time_budget":
+            stopped_by = "time_budget"
         steps_run += outcome.steps_run
         if outcome.best_step > 0:
             improved_tiles += 1

@@ -23,6 +23,7 @@ from PIL import Image
 from .errors import LatentfitError
 from .imageio import atomic_write_bytes, list_images
 from .models.architectures import build_architecture
+from .models.checkerboard import MeanScaleCheckerboard, context_parameters
 from .models.weights import export_weights, load_state_dict_file
 
 
@@ -50,6 +51,10 @@ class TrainConfig:
     valid_crop: int = 256
     seed: int = 0
     init_from: str | None = None
+    #: "all", or "context": train only what a context model adds to the mean-scale hyperprior it was
+    #: initialised from (its transforms and hyperprior frozen, so it starts at, and can only improve on,
+    #: that model's rates).
+    trainable: str = "all"
     extra: dict = field(default_factory=dict)
 
 
@@ -126,11 +131,27 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = build_architecture(config.architecture, config.N, config.M).to(self.device)
         if config.init_from:
-            self.model.load_state_dict(load_state_dict_file(config.init_from))
-        main = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
-        aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
+            state = load_state_dict_file(config.init_from)
+            if isinstance(self.model, MeanScaleCheckerboard) and not any(k.startswith("latent_codec.") for k in state):
+                self.model = MeanScaleCheckerboard.from_mean_scale(state).to(self.device)
+            else:
+                self.model.load_state_dict(state)
+        if config.trainable == "context":
+            if not isinstance(self.model, MeanScaleCheckerboard):
+                raise LatentfitError(f"trainable 'context' needs a context model, not {config.architecture}")
+            self.model.requires_grad_(False)
+            main = context_parameters(self.model)
+            for parameter in main:
+                parameter.requires_grad_(True)
+            aux = []
+        elif config.trainable == "all":
+            main = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
+            aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
+        else:
+            raise LatentfitError(f"trainable must be 'all' or 'context', got {config.trainable!r}")
         self.optimizer = torch.optim.Adam(main, lr=config.lr)
-        self.aux_optimizer = torch.optim.Adam(aux, lr=config.aux_lr)
+        self.aux_optimizer = torch.optim.Adam(aux or [torch.zeros(0, requires_grad=True)], lr=config.aux_lr)
+        self.train_aux = bool(aux)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.history: list[dict] = []
@@ -179,6 +200,8 @@ class Trainer:
         if self.bank is None:
             self.bank = ImageBank(self.config.train_dirs, self.config.patch_size)
         self.model.train()
+        if self.config.trainable == "context":
+            self.model.latent_codec["hyper"].eval()  # frozen: its quantiser must not add training noise
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step)
         batch = self.bank.sample(self.config.batch_size, self.config.patch_size, self.generator).to(self.device)
@@ -188,10 +211,11 @@ class Trainer:
         if self.config.clip_max_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.config.clip_max_norm)
         self.optimizer.step()
-        self.aux_optimizer.zero_grad(set_to_none=True)
         aux = self.model.aux_loss()
-        aux.backward()
-        self.aux_optimizer.step()
+        if self.train_aux:
+            self.aux_optimizer.zero_grad(set_to_none=True)
+            aux.backward()
+            self.aux_optimizer.step()
         self.step += 1
         return {k: v.item() for k, v in terms.items()} | {"aux": aux.item()}
 
@@ -253,6 +277,7 @@ class Trainer:
             "steps": self.step,
             "seed": self.config.seed,
             "init_from": Path(self.config.init_from).name if self.config.init_from else None,
+            "trainable": self.config.trainable,
             "training_data": [str(Path(d).name) for d in self.config.train_dirs],
             "batch_size": self.config.batch_size,
             "patch_size": self.config.patch_size,

@@ -6,6 +6,7 @@ from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperpr
 from torch import nn
 
 from ..errors import LatentfitError
+from .checkerboard import MeanScaleCheckerboard
 
 #: Architectures whose latents latentfit can refine (hyperprior family, no autoregressive context).
 ARCHITECTURES: dict[str, type[nn.Module]] = {
@@ -15,17 +16,24 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
 }
 
 
-def architecture_class(name: str) -> type[nn.Module]:
+#: Architectures latentfit can train but not refine or entropy-code yet (issue 29 in progress).
+TRAINABLE_ARCHITECTURES: dict[str, type[nn.Module]] = ARCHITECTURES | {
+    "mbt2018-mean-checkerboard": MeanScaleCheckerboard,
+}
+
+
+def architecture_class(name: str, trainable: bool = False) -> type[nn.Module]:
+    table = TRAINABLE_ARCHITECTURES if trainable else ARCHITECTURES
     try:
-        return ARCHITECTURES[name]
+        return table[name]
     except KeyError:
-        known = ", ".join(sorted(ARCHITECTURES))
+        known = ", ".join(sorted(table))
         raise LatentfitError(f"unknown architecture '{name}' (known: {known})") from None
 
 
 def build_architecture(name: str, N: int, M: int) -> nn.Module:
-    """A freshly initialised model of architecture `name` with widths `N`, `M`."""
-    return architecture_class(name)(N, M)
+    """A freshly initialised model of (trainable) architecture `name` with widths `N`, `M`."""
+    return architecture_class(name, trainable=True)(N, M)
 
 
 def architecture_of(model: nn.Module) -> str:
