@@ -43,7 +43,7 @@ def test_float64_scale_indexes_do_not_depend_on_the_convolution_algorithm(bundle
     float32 a few of these images' ~295k indexes do on this kind of machine, so a file is refused."""
     import copy
 
-    from latentfit.models.adapter import scale_indexes
+    from latentfit.models.entropy import scale_indexes
 
     model = bundled_model.model
     with torch.no_grad():
@@ -97,10 +97,10 @@ def test_same_seed_same_file_other_seed_other_file(bundled_model, kodak_crop):
 def test_scale_drift_between_machines_is_refused_not_decoded_as_garbage(bundled_model, kodak_crop, monkeypatch):
     from latentfit.bitstream import BitstreamError
 
-    from latentfit.models import adapter
+    from latentfit.models import entropy
 
     result = encode(kodak_crop, bundled_model, RefinementConfig(method="none"))
-    original = adapter.scale_indexes
+    original = entropy.scale_indexes
 
     class Drifted(torch.nn.Module):  # an h_s(ẑ) off by 1 % (more than any float rounding; the check is the same)
         def __init__(self, h_s):
@@ -110,7 +110,7 @@ def test_scale_drift_between_machines_is_refused_not_decoded_as_garbage(bundled_
         def forward(self, z_hat):
             return self.h_s(z_hat) * 1.01
 
-    monkeypatch.setattr(adapter, "scale_indexes", lambda h_s, *args, **kw: original(Drifted(h_s), *args, **kw))
+    monkeypatch.setattr(entropy, "scale_indexes", lambda h_s, *args, **kw: original(Drifted(h_s), *args, **kw))
     with pytest.raises(BitstreamError, match="differ from the encoder's"):
         decode(result.data, bundled_model, "drift.lfc")
 

@@ -50,7 +50,8 @@ def test_a_checkpoint_that_needs_pickle_is_refused(tmp_path):
         load_state_dict_file(path)
 
 
-@pytest.mark.parametrize("architecture", ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean"])
+@pytest.mark.parametrize("architecture", ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018",
+                                          "cheng2020-anchor", "cheng2020-attn", "mbt2018-mean-checkerboard"])
 def test_checkpoint_architecture_is_inferred_from_its_shapes(tmp_path, architecture):
     model = build_architecture(architecture, 32, 48)
     model.update(force=True)

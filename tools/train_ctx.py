@@ -1,13 +1,16 @@
-"""Train `latentfit-ctx` on the CPU, resumably: the checkerboard context model on top of each bundled
-`latentfit-msh` quality (its transforms and hyperprior frozen), at that quality's λ (issue 29).
+"""Train `latentfit-ctx` on the CPU, resumably (issue 29): `latentfit-msh`'s architecture plus a
+checkerboard context (`mbt2018-mean-checkerboard`), fine-tuned from each bundled `latentfit-msh`
+quality at that quality's λ.
 
-Each quality's context networks start from zero (exactly `latentfit-msh`'s rates) or, when this
-folder's `--out` already holds a `latentfit-ctx-Q.context.pt`, from it (a run on a new machine
-continues the committed one). Within a machine, an interrupted stage resumes from
-`ROOT/qQ/last.pt`. After each stage the context networks (the only weights that differ from
-`latentfit-msh-Q`) are written to `--out` as fp16 with a JSON card: commit that folder.
+A quality starts from the committed export in `--out` (`latentfit-ctx-Q.pt`, int8 kernels like
+`latentfit-msh`) when there is one, else from `latentfit-msh-Q` with a context that adds nothing yet
+(its entropy-parameter network is residual with a zero last layer: exactly `latentfit-msh`'s rates).
+Within a machine an interrupted stage resumes from `ROOT/qQ/last.pt` (run the same command again);
+each stage's end (or an interrupt) exports to `--out`, with a card recording every run: commit that
+folder. `--trainable context` freezes the transforms and the hyperprior (measured: with them frozen
+the context over-fits and validation rate does not fall; BENCHMARKS.md, "Context models").
 
-    python tools/train_ctx.py --steps 1500 --qualities 2,3,1,4 [--threads 1]
+    python tools/train_ctx.py --steps 3000 --qualities 2 [--threads 1]
 """
 
 from __future__ import annotations
@@ -23,30 +26,25 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("LATENTFIT_DATA", ROOT.parent / "shared" / "data"))
 WEIGHTS = ROOT / "src" / "latentfit" / "weights"
-CONTEXT_PREFIX = "latentfit-ctx"
-
-
-def context_state(model) -> dict[str, torch.Tensor]:
-    from latentfit.models.checkerboard import context_parameters  # noqa: F401 (documents what is kept)
-
-    return {k: v.detach().half() for k, v in model.state_dict().items()
-            if k.startswith(("latent_codec.y.context_prediction.", "latent_codec.y.entropy_parameters."))
-            and v.is_floating_point() and not k.endswith(".mask")}
+NAME = "latentfit-ctx"
 
 
 def main() -> None:
     from latentfit.imageio import atomic_write_bytes
-    from latentfit.models.checkerboard import MeanScaleCheckerboard
-    from latentfit.models.weights import load_state_dict_file, weights_digest
+    from latentfit.models.architectures.checkerboard import MeanScaleCheckerboard
+    from latentfit.models.weights import load_state_dict_file
     from latentfit.training import TrainConfig, Trainer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1500, help="steps per quality in this run")
-    parser.add_argument("--qualities", default="2,3,1,4")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=3000, help="steps per quality in this run")
+    parser.add_argument("--qualities", default="2")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--context-lr", type=float, default=1e-3)
+    parser.add_argument("--trainable", default="all", choices=["all", "context"])
+    parser.add_argument("--validate-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--root", default=str(Path.home() / ".cache" / "latentfit" / "training-ctx"))
-    parser.add_argument("--out", default=str(ROOT / "results" / "training" / "latentfit-ctx"))
+    parser.add_argument("--out", default=str(ROOT / "results" / "training" / NAME))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -54,16 +52,16 @@ def main() -> None:
     for quality in [int(q) for q in args.qualities.split(",")]:
         base_path = WEIGHTS / f"latentfit-msh-{quality}.pt"
         base_card = json.loads(base_path.with_suffix(".json").read_text())
-        delta_path = out / f"{CONTEXT_PREFIX}-{quality}.context.pt"
-        card_path = delta_path.with_suffix(".json")
-        previous = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        export = out / f"{NAME}-{quality}.pt"
+        previous = json.loads(export.with_suffix(".json").read_text()) if export.is_file() else {}
         stage = Path(args.root) / f"q{quality}"
         stage.mkdir(parents=True, exist_ok=True)
         init = stage / "init.pt"
-        if not init.is_file():  # latentfit-msh-Q plus the committed context networks, if any
-            model = MeanScaleCheckerboard.from_mean_scale(load_state_dict_file(base_path))
-            if delta_path.is_file():
-                model.load_state_dict(load_state_dict_file(delta_path), strict=False)
+        if not init.is_file():
+            if export.is_file():
+                model = MeanScaleCheckerboard.from_state_dict(load_state_dict_file(export))
+            else:
+                model = MeanScaleCheckerboard.from_mean_scale(load_state_dict_file(base_path))
             buffer = io.BytesIO()
             torch.save(model.state_dict(), buffer)
             atomic_write_bytes(init, buffer.getvalue(), force=True)
@@ -71,25 +69,21 @@ def main() -> None:
             train_dirs=[str(DATA / "train" / "cid22-train"), str(DATA / "train" / "bsds500")],
             valid_dir=str(DATA / "train" / "cid22-valid"), architecture="mbt2018-mean-checkerboard",
             N=128, M=192, lmbda=float(base_card["lmbda"]), steps=args.steps, batch_size=8, patch_size=128,
-            lr=args.lr, lr_drop_at=0.8, validate_every=500, checkpoint_every=100, seed=quality,
-            init_from=str(init), trainable="context",
+            lr=args.lr, context_lr=args.context_lr, lr_drop_at=0.8, validate_every=args.validate_every,
+            checkpoint_every=50, seed=quality, init_from=str(init), trainable=args.trainable,
         )
         trainer = Trainer(config, stage)
+        if not trainer.resumed:  # the starting point's validation, so the card shows the trend from it
+            trainer.history.append({"step": 0} | trainer.validate())
         result = trainer.run(progress=False)
-        state = context_state(trainer.model)
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        atomic_write_bytes(delta_path, buffer.getvalue(), force=True)
-        runs = previous.get("runs", []) + [{"steps": trainer.step, "lr": args.lr, "batch_size": 8, "patch_size": 128,
+        runs = previous.get("runs", []) + [{"steps": trainer.step, "lr": args.lr, "context_lr": args.context_lr,
+                                            "trainable": args.trainable, "batch_size": 8, "patch_size": 128,
                                             "validation": trainer.history}]
-        card = {
-            "name": CONTEXT_PREFIX, "quality": quality, "architecture": "mbt2018-mean-checkerboard",
-            "lmbda": config.lmbda, "base": base_path.name, "base_weights_digest": base_card.get("weights_digest"),
-            "trainable": "context", "steps": sum(r["steps"] for r in runs), "runs": runs,
-            "training_data": ["cid22-train", "bsds500"],
-            "note": "context networks only (fp16); the other weights are latentfit-msh-Q's, frozen",
-        }
-        atomic_write_bytes(card_path, (json.dumps(card, indent=1) + "\n").encode(), force=True)
+        trainer.export(export, {
+            "name": NAME, "quality": quality, "base": base_path.name,
+            "base_weights_digest": base_card.get("weights_digest"), "steps": sum(r["steps"] for r in runs),
+            "runs": runs, "training_data": ["cid22-train", "bsds500"],
+        }, dtype="int8")
         print(json.dumps({"quality": quality, "step": trainer.step, "finished": result["finished"],
                           "last_validation": trainer.history[-1] if trainer.history else None}), flush=True)
         if not result["finished"]:

@@ -1,7 +1,7 @@
 """The `.lfc` container: one self-describing file per image.
 
 Layout (big-endian), versions 1 and 2 (the same layout; version 2 computes the scale-table
-indexes from `h_s(ẑ)` in float64, so files cross machines: see `models.adapter.scale_indexes`)::
+indexes from `h_s(ẑ)` in float64, so files cross machines: see `models.entropy.scale_indexes`)::
 
     magic        4  b"\\x89LFC"
     version      1  = 2 (1 is still read)
@@ -36,6 +36,9 @@ FLAG_GRAYSCALE = 1
 #: Largest image a file may describe (the decoder refuses more; 8K UHD is 33 Mpx).
 MAX_PIXELS = 64 * 1024 * 1024
 MAX_SIDE = 65535
+#: Most entropy-coded strings a file may hold (latents may be coded in several passes, e.g. a
+#: checkerboard context codes the anchors and the others separately: its architecture says how many).
+MAX_STRINGS = 8
 
 
 @dataclass
@@ -159,7 +162,7 @@ def from_bytes(data: bytes, source: str = "bitstream") -> Bitstream:
     shapes = [tuple(reader.unpack(">HH", "latent shape")) for _ in range(n_latents)]
     (index_checksum,) = reader.unpack(">I", "index checksum")
     (n_strings,) = reader.unpack(">B", "string count")
-    if n_strings != n_latents:
+    if not n_latents <= n_strings <= MAX_STRINGS:
         raise BitstreamError(f"{source}: {n_strings} coded strings for {n_latents} latents")
     strings = []
     for index in range(n_strings):

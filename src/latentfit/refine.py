@@ -370,7 +370,11 @@ def refine_latents(
 
     tile = config.tile
     if tile == "auto":
-        tile = AUTO_TILE_SIZE if x.shape[-2] * x.shape[-1] > AUTO_TILE_PIXELS else None
+        big = x.shape[-2] * x.shape[-1] > AUTO_TILE_PIXELS
+        tile = AUTO_TILE_SIZE if big and model.arch.tileable else None
+    elif tile is not None and not model.arch.tileable and proxy.refines:
+        raise LatentfitError(f"tile-by-tile refinement is not available for {model.architecture} models yet; "
+                             "refine the whole image (tile none)")
     problem = WholeImage(model, x, initial_latents, lmbda, config)
     evaluated = time.perf_counter()
     initial = problem.true_loss()

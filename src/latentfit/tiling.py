@@ -26,17 +26,20 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .models.adapter import LatentModel, Latents, _bottleneck_likelihood, _bottleneck_medians, deterministic
+from .models.adapter import LatentModel, Latents, deterministic
+from .models.entropy import bottleneck_bits, bottleneck_medians, gaussian_bits
 from .relaxations import QuantizationProxy
 from .refine import (
     RefinementConfig, RefinementResult, TraceRecord, TrueLoss, optimise, planned_steps, temperature_schedule,
 )
 
-#: Latents around a core whose pixels are in its distortion term.
+#: Latents around a core whose pixels are in its distortion term (the architecture's `synthesis_reach`;
+#: these defaults are the hyperprior family's, which is what `Architecture.tileable` vouches for).
 MARGIN = 2
 #: Latents around a core that the decoder sees (MARGIN + the synthesis transform's reach).
 HALO = MARGIN + 2
-#: `y` latents whose entropy parameters a core of `z` can change (h_s reaches −7..+4 latents).
+#: `y` latents whose entropy parameters a core of `z` can change (h_s reaches −7..+4 latents;
+#: the architecture's `hyper_reach`).
 HYPER_REACH = 8
 #: `z` latents around what `h_s` must compute exactly (its reach is ±2 in `z` units).
 Z_HALO = 3
@@ -57,11 +60,11 @@ class EntropyContext:
         self.model = model.model
         self.hyperprior = model.has_hyperprior
         if self.hyperprior:
-            self.medians = _bottleneck_medians(self.model.entropy_bottleneck)
+            self.medians = bottleneck_medians(self.model.entropy_bottleneck)
             self.refresh(latents.z)
         else:
             self.scales = None
-            self.center = _bottleneck_medians(self.model.entropy_bottleneck).expand_as(latents.y)
+            self.center = bottleneck_medians(self.model.entropy_bottleneck).expand_as(latents.y)
 
     @torch.no_grad()
     def refresh(self, z: Tensor) -> None:
@@ -73,12 +76,8 @@ class EntropyContext:
     def y_bits(self, y_tilde: Tensor, scales: Tensor | None, means: Tensor | None) -> Tensor:
         """`−Σ log2 p(ỹ)` under the Gaussian `(σ, μ)` (hyperprior) or the factorized density."""
         if not self.hyperprior:
-            return -torch.log2(_bottleneck_likelihood(self.model.entropy_bottleneck, y_tilde)).sum()
-        conditional = self.model.gaussian_conditional
-        likelihood = conditional._likelihood(y_tilde, scales, means)
-        if conditional.use_likelihood_bound:
-            likelihood = conditional.likelihood_lower_bound(likelihood)
-        return -torch.log2(likelihood).sum()
+            return bottleneck_bits(self.model.entropy_bottleneck, y_tilde)
+        return gaussian_bits(self.model.gaussian_conditional, y_tilde, scales, means)
 
     def bits(self, y_tilde: Tensor, box: tuple[slice, slice]) -> Tensor:
         """`−Σ log2 p(ỹ)` of the latents at `box` (rows, columns) under the current parameters."""
@@ -87,7 +86,7 @@ class EntropyContext:
         return self.y_bits(y_tilde, self.scales[..., box[0], box[1]], self.center[..., box[0], box[1]])
 
     def z_bits(self, z_tilde: Tensor) -> Tensor:
-        return -torch.log2(_bottleneck_likelihood(self.model.entropy_bottleneck, z_tilde)).sum()
+        return bottleneck_bits(self.model.entropy_bottleneck, z_tilde)
 
 
 class Tile:
@@ -190,11 +189,12 @@ class JointTile:
         self.z = z[..., self.z_box[0], self.z_box[1]].detach().clone().requires_grad_(True)
         self.variables = [self.y, self.z]
 
-    def _loss(self, relax, synthesis, hyper_synthesis, clamp: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def _loss(self, relax, network: torch.nn.Module, clamp: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """The loss with `network`'s `h_s` and `g_s` (the plain model's, or the proxy's fast copies)."""
+        synthesis = network.g_s
         zwin = self.zwin_hat.clone()
         zwin[..., self.zcore_in_zwin[0], self.zcore_in_zwin[1]] = self.medians + relax(self.z - self.medians)
-        params = hyper_synthesis(zwin)
-        scales, means = self.model._split_entropy_parameters(params)
+        scales, means = self.model.arch.side_parameters(network, zwin)
         scales = scales[..., self.rate_in_hyper[0], self.rate_in_hyper[1]]
         means = None if means is None else means[..., self.rate_in_hyper[0], self.rate_in_hyper[1]]
         center = torch.zeros_like(scales) if means is None else means
@@ -212,12 +212,12 @@ class JointTile:
         return bits / self.pixels + self.lmbda * 255.0**2 * mse, bits, mse
 
     def proxy_loss(self, relax: Callable[[Tensor], Tensor]) -> Tensor:
-        return self._loss(relax, self.fast.model.g_s, self.fast.model.h_s, clamp=False)[0]
+        return self._loss(relax, self.fast.model, clamp=False)[0]
 
     @torch.no_grad()
     def true_loss(self) -> TrueLoss:
         with deterministic(self.model.device):
-            loss, bits, mse = self._loss(torch.round, self.model.model.g_s, self.model.model.h_s, clamp=True)
+            loss, bits, mse = self._loss(torch.round, self.model.model, clamp=True)
         psnr = float("inf") if float(mse) <= 0 else -10.0 * torch.log10(mse).item()
         return TrueLoss(float(loss), float(bits) / self.pixels, psnr)
 

@@ -23,7 +23,7 @@ from PIL import Image
 from .errors import LatentfitError
 from .imageio import atomic_write_bytes, list_images
 from .models.architectures import build_architecture
-from .models.checkerboard import MeanScaleCheckerboard, context_parameters
+from .models.architectures.checkerboard import MeanScaleCheckerboard, context_parameters
 from .models.weights import export_weights, load_state_dict_file
 
 
@@ -55,6 +55,9 @@ class TrainConfig:
     #: initialised from (its transforms and hyperprior frozen, so it starts at, and can only improve on,
     #: that model's rates).
     trainable: str = "all"
+    #: lr of a context model's own networks (context prediction, entropy parameters), which start
+    #: from zero when initialised from a mean-scale hyperprior; None: `lr`.
+    context_lr: float | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -149,7 +152,11 @@ class Trainer:
             aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
         else:
             raise LatentfitError(f"trainable must be 'all' or 'context', got {config.trainable!r}")
-        self.optimizer = torch.optim.Adam(main, lr=config.lr)
+        # One parameter group per lr (each with its `base_lr`); `learning_rate` scales them all.
+        context = {id(p) for p in context_parameters(self.model)} if isinstance(self.model, MeanScaleCheckerboard) else set()
+        groups = [{"params": [p for p in main if id(p) not in context], "base_lr": config.lr},
+                  {"params": [p for p in main if id(p) in context], "base_lr": config.context_lr or config.lr}]
+        self.optimizer = torch.optim.Adam([g for g in groups if g["params"]], lr=config.lr)
         self.aux_optimizer = torch.optim.Adam(aux or [torch.zeros(0, requires_grad=True)], lr=config.aux_lr)
         self.train_aux = bool(aux)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -203,13 +210,14 @@ class Trainer:
         if self.config.trainable == "context":
             self.model.latent_codec["hyper"].eval()  # frozen: its quantiser must not add training noise
         for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate(self.step)
+            group["lr"] = self.learning_rate(self.step) * group["base_lr"] / self.config.lr
         batch = self.bank.sample(self.config.batch_size, self.config.patch_size, self.generator).to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         terms = rate_distortion(self.model(batch), batch, self.config.lmbda)
         terms["loss"].backward()
         if self.config.clip_max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.config.clip_max_norm)
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                           self.config.clip_max_norm)
         self.optimizer.step()
         aux = self.model.aux_loss()
         if self.train_aux:
@@ -267,8 +275,8 @@ class Trainer:
                 signal.signal(sig, handler)
         return {"step": self.step, "finished": self.step >= self.config.steps, "history": self.history}
 
-    def export(self, path: str | Path, card: dict | None = None) -> torch.nn.Module:
-        """Write fp16 weights plus a JSON model card describing this run."""
+    def export(self, path: str | Path, card: dict | None = None, dtype: str = "fp16") -> torch.nn.Module:
+        """Write fp16 (or int8-kernel) weights plus a JSON model card describing this run."""
         card = {
             "architecture": self.config.architecture,
             "N": self.config.N,
@@ -278,9 +286,10 @@ class Trainer:
             "seed": self.config.seed,
             "init_from": Path(self.config.init_from).name if self.config.init_from else None,
             "trainable": self.config.trainable,
+            "context_lr": self.config.context_lr,
             "training_data": [str(Path(d).name) for d in self.config.train_dirs],
             "batch_size": self.config.batch_size,
             "patch_size": self.config.patch_size,
             "last_validation": self.history[-1] if self.history else None,
         } | (card or {})
-        return export_weights(self.model, path, card)
+        return export_weights(self.model, path, card, dtype=dtype)

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import LatentfitError, ModelNotAvailableError
 from .adapter import LatentModel
-from .architectures import ARCHITECTURES, architecture_class
+from .architectures import ARCHITECTURES, architecture_class, infer_architecture
 from .weights import load_state_dict_file
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -115,16 +115,6 @@ def available_models(include_unavailable_zoo: bool = False) -> list[ModelSpec]:
     """Bundled models, cached zoo models (all zoo models if asked), and user checkpoints."""
     zoo = [s for s in zoo_models() if s.available or include_unavailable_zoo]
     return bundled_models() + zoo + checkpoint_models()
-
-
-def infer_architecture(state_dict: dict) -> str:
-    """Architecture from the keys and shapes of a CompressAI state dict."""
-    if not any(k.startswith("h_s.") for k in state_dict):
-        return "bmshj2018-factorized"
-    last = max((k for k in state_dict if k.startswith("h_s.") and k.endswith(".weight")),
-               key=lambda k: int(k.split(".")[1]))
-    m = state_dict["g_a.6.weight"].size(0)
-    return "mbt2018-mean" if state_dict[last].size(0) == 2 * m else "bmshj2018-hyperprior"
 
 
 def _build(state_dict: dict, architecture: str, source: str) -> torch.nn.Module:
