@@ -135,7 +135,7 @@ def test_a_checkerboard_file_with_a_missing_pass_is_refused(checkerboard_model, 
         decode(to_bytes(stream), checkerboard_model, "cut.lfc")
 
 
-@pytest.fixture(scope="module", params=["mbt2018", "cheng2020-anchor"])
+@pytest.fixture(scope="module", params=["mbt2018", "cheng2020-anchor", "cheng2020-attn"])
 def autoregressive_model(request, tmp_path_factory):
     """A small autoregressive model trained for a few steps in the fixture (N = M = 16: seconds)."""
     from latentfit.models.adapter import LatentModel

@@ -92,3 +92,18 @@ def test_bundled_qualities_are_ordered_by_rate():
     assert len(cards) >= 4
     assert [c[1] for c in cards] == sorted(c[1] for c in cards)
     assert [c[2] for c in cards] == sorted(c[2] for c in cards)
+
+
+@pytest.mark.parametrize("architecture,N,M", [("mbt2018", 32, 48), ("cheng2020-anchor", 32, 32), ("cheng2020-attn", 32, 32)])
+def test_context_zoo_models_load_offline_from_the_torch_hub_cache(torch_home, architecture, N, M):
+    from compressai.zoo.image import model_urls
+
+    torch.manual_seed(0)
+    model = build_architecture(architecture, N, M)
+    model.update(force=True)
+    torch_home.mkdir(parents=True)
+    torch.save(model.state_dict(), torch_home / os.path.basename(model_urls[architecture]["mse"][2]))
+    loaded = load_model(architecture, 2, download=False)
+    assert (loaded.source, loaded.architecture, loaded.lmbda, loaded.stride) == ("zoo", architecture, 0.0035, 64)
+    assert loaded.digest == weights_digest(model)
+    assert [(s.name, s.quality) for s in registry.available_models() if s.source == "zoo"] == [(architecture, 2)]

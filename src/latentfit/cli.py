@@ -356,7 +356,10 @@ def evaluate(
     crop: Optional[str] = typer.Option(None, help="Centre crop WxH, e.g. 256x256."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
     seed: int = typer.Option(0),
-    classical: str = typer.Option("", help="Comma-separated classical codecs: jpeg, webp, avif, jpegxl."),
+    classical: str = typer.Option("", help="Comma-separated classical codecs: jpeg, webp, avif (speed 0), jpegxl "
+                                  "(effort 9), heic (x265, BPG's codec), jpeg2000; options override the "
+                                  "best-compression defaults, e.g. avif:speed=6. Each image's points "
+                                  "bracket its learned cells' bpp range."),
     workers: int = typer.Option(1, help="Parallel cells through a local Ray instance (1: in-process)."),
     ray_address: Optional[str] = typer.Option(None, help="Run the cells on this existing Ray cluster."),
     device: str = typer.Option("cpu"),

@@ -12,23 +12,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def rd_plot(curves: dict[str, list[tuple[float, float]]], path: str | Path, title: str = "Rate-distortion") -> Path:
-    """One line per curve: PSNR (dB) against bpp. Classical codecs are dashed; when learned curves are
-    present the axes frame them (up to 1.5x their highest bpp), where the comparison is."""
-    from .classical import CLASSICAL_CODECS
+def rd_plot(curves: dict[str, list[tuple[float, float]]], path: str | Path, title: str = "Rate-distortion",
+            references: dict[str, list[tuple[float, float]]] | None = None) -> Path:
+    """One line per curve: PSNR (dB) against bpp. Classical codecs are dashed; `references` (published,
+    not measured here) are dotted grey lines; when learned curves are present the axes frame them (up
+    to 1.5x their highest bpp), where the comparison is."""
+    from .classical import is_classical
 
     figure, axis = plt.subplots(figsize=(7, 5))
     colours = plt.get_cmap("tab20").colors
-    learned = [bpp for label, points in curves.items() if label not in CLASSICAL_CODECS for bpp, _ in points]
+    learned = [bpp for label, points in curves.items() if not is_classical(label) for bpp, _ in points]
     right = 1.5 * max(learned) if learned else None
     shown = []
     for index, (label, points) in enumerate(sorted(curves.items())):
         points = sorted(points)
-        classical = label in CLASSICAL_CODECS
+        classical = is_classical(label)
         axis.plot([p[0] for p in points], [p[1] for p in points], marker="s" if classical else "o",
                   linestyle="--" if classical else "-", color=colours[(2 * index) % 20 + (index // 10) % 2],
                   label=label)
         shown += [q for b, q in points if right is None or b <= right]
+    for index, (label, points) in enumerate(sorted((references or {}).items())):
+        points = sorted(points)
+        axis.plot([p[0] for p in points], [p[1] for p in points], linestyle=":", marker=".",
+                  color=str(0.3 + 0.2 * (index % 3)), label=label)
     if right is not None and shown:
         axis.set_xlim(0, right)
         axis.set_ylim(min(shown) - 0.5, max(shown) + 0.5)

@@ -17,6 +17,7 @@ from ..codec import decode_stream
 from ..errors import LatentfitError
 from ..imageio import atomic_write_bytes, load_image, to_uint8
 from ..models.registry import load_model
+from .classical import is_classical
 from .runner import Cell, EvalConfig, cell_file, center_crop
 
 
@@ -34,7 +35,7 @@ def _viewer_rows(records: list[dict], config: EvalConfig, results_dir: Path, ima
     """For the first `images` images: original, `none`, and the best refined cell at the nearest bpp."""
     by_image: dict[str, list[dict]] = defaultdict(list)
     for record in records:
-        if record["method"] not in ("jpeg", "webp", "avif", "jpegxl"):
+        if not is_classical(record["method"]):
             by_image[record["image"]].append(record)
     sources = {f"{Path(d).name}/{p.name}": p for d in config.datasets for p in sorted(Path(d).iterdir())}
     rows, models, shown = [], {}, 0

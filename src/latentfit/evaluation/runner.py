@@ -27,7 +27,8 @@ from ..imageio import LoadedImage, atomic_write_bytes, list_images, load_image, 
 from ..models.registry import load_model
 from ..refine import RefinementConfig, schedule_constants
 from .bdrate import bd_psnr, bd_rate, quality_overlap
-from .classical import CLASSICAL_CODECS, classical_record
+from .classical import SWEEP_LEVELS, is_classical, parse_spec, sweep
+from .references import references_for
 from .plots import convergence_plot, rd_plot
 from .tables import markdown_summary
 
@@ -94,17 +95,17 @@ def cells(config: EvalConfig) -> Iterator[tuple[Cell, Path]]:
         images = images[: config.limit]
     if not images:
         raise LatentfitError(f"no images in {', '.join(config.datasets)}")
-    for codec in config.classical:
-        if codec not in CLASSICAL_CODECS:
-            raise LatentfitError(f"unknown classical codec '{codec}' (known: {', '.join(CLASSICAL_CODECS)})")
-        for setting in CLASSICAL_CODECS[codec][1]:
-            for path in images:
-                yield Cell(f"{Path(path).parent.name}/{path.name}", setting, codec, 0), path
+    for spec in config.classical:
+        parse_spec(spec)  # an unknown codec or option is refused before any work
     for path in images:
         for quality in config.qualities:
             for method in config.methods:
                 for steps in [0] if method == "none" else config.steps:
                     yield Cell(f"{Path(path).parent.name}/{path.name}", quality, method, steps), path
+    for spec in config.classical:  # after the learned cells, whose bpp range each image's sweep brackets
+        for path in images:
+            for level in range(SWEEP_LEVELS):
+                yield Cell(f"{Path(path).parent.name}/{path.name}", level, spec, 0), path
 
 
 def cell_file(results_dir: Path, cell: Cell) -> Path:
@@ -142,7 +143,7 @@ def check_weights(config: EvalConfig, done: dict[str, dict], journal: Path, devi
     name and quality can point to retrained weights), so their numbers are never mixed in."""
     recorded: dict[int, set] = defaultdict(set)
     for record in done.values():
-        if record.get("method") not in CLASSICAL_CODECS:
+        if not is_classical(record.get("method", "")):
             recorded[record["quality"]].add(record.get("weights_digest"))
     for quality, digests in sorted(recorded.items()):
         current = load_model(config.model, quality, device=device).digest.hex()
@@ -161,9 +162,6 @@ def evaluate_cell(config: EvalConfig, cell: Cell, path: str, device: str = "cpu"
     if config.threads:
         torch.set_num_threads(config.threads)
     image = center_crop(load_image(path), config.crop)
-    if cell.method in CLASSICAL_CODECS:
-        record = classical_record(cell.method, cell.quality, to_uint8(image.tensor))
-        return {"cell": cell.key, "config_id": config.identity(), "image": cell.image} | record, None
     key = (config.model, cell.quality, device)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()  # one model at a time bounds a worker's memory
@@ -262,6 +260,8 @@ def run_evaluation(config: EvalConfig, results_dir: str | os.PathLike, device: s
     grid = list(cells(config))
     todo = [(cell, path) for cell, path in grid if cell.key not in done]
     total = len(done) + len(todo)
+    sweeps = [(cell, path) for cell, path in todo if is_classical(cell.method)]
+    todo = [(cell, path) for cell, path in todo if not is_classical(cell.method)]
     use_ray = (workers > 1 or ray_address) and todo
     if use_ray:
         try:
@@ -280,7 +280,39 @@ def run_evaluation(config: EvalConfig, results_dir: str | os.PathLike, device: s
             done[record["cell"]] = record
             if progress is not None:
                 progress(len(done), total)
+        for record in _classical_sweeps(config, sweeps, done, grid):
+            _append(journal, record)
+            done[record["cell"]] = record
+            if progress is not None:
+                progress(len(done), total)
     return [done[cell.key] for cell, _ in grid]
+
+
+#: The PSNR range (dB) a classical sweep brackets on an image without learned cells in the grid.
+DEFAULT_PSNR_RANGE = (26.0, 40.0)
+
+
+def learned_psnr_range(records: list[dict], image: str) -> tuple[float, float]:
+    """The lowest and highest PSNR of the learned cells of `image` (`DEFAULT_PSNR_RANGE` without any)."""
+    values = [r["psnr"] for r in records if r.get("image") == image and not is_classical(r.get("method", ""))]
+    return (min(values), max(values)) if values else DEFAULT_PSNR_RANGE
+
+
+def _classical_sweeps(config: EvalConfig, sweeps: list, done: dict[str, dict], grid: list) -> Iterator[dict]:
+    """Each (image, codec) with missing levels is swept in-process (see `classical.sweep`), bracketing
+    the PSNR of that image's learned cells in this grid."""
+    identity = config.identity()
+    learned = [done[cell.key] for cell, _ in grid if not is_classical(cell.method) and cell.key in done]
+    groups: dict[tuple[str, str], Path] = {}
+    for cell, path in sweeps:
+        groups.setdefault((cell.image, cell.method), path)
+    for (image_key, spec), path in groups.items():
+        image = center_crop(load_image(path), config.crop)
+        psnr_range = learned_psnr_range(learned, image_key)
+        for record in sweep(spec, to_uint8(image.tensor), psnr_range):
+            cell = Cell(image_key, record["quality"], spec, 0)
+            if cell.key not in done:
+                yield {"cell": cell.key, "config_id": identity, "image": image_key, "psnr_range": list(psnr_range)} | record
 
 
 def _append(journal, record: dict) -> None:
@@ -365,6 +397,6 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
     finished = [r for r in records if r.get("image") in complete[(r["model"], r["method"], r["steps"])]]
     atomic_write_bytes(results_dir / "summary.md", markdown_summary(finished, table).encode(), force=True)
     labelled = {(f"{m} {meth} {st}" if meth != m else m): c for (m, meth, st), c in curves.items()}
-    rd_plot(labelled, results_dir / "rd.png")
+    rd_plot(labelled, results_dir / "rd.png", references=references_for(records))
     convergence_plot(finished, results_dir / "convergence.png")
     return {"curves": {"|".join(map(str, k)): v for k, v in curves.items()}, "bd_rates": table}
