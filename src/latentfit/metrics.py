@@ -29,5 +29,11 @@ def ms_ssim(reference: np.ndarray, decoded: np.ndarray) -> float | None:
     return float(_ms_ssim(tensor(reference), tensor(decoded), data_range=255.0))
 
 
+def rd_loss(bpp, mse, lmbda: float):
+    """`L = R/P + λ·255²·MSE` (CompressAI's convention, MSE of [0, 1] images): the rate-distortion loss
+    that training, refinement and tiling all minimise (floats or tensors)."""
+    return bpp + lmbda * 255.0**2 * mse
+
+
 def bits_per_pixel(num_bytes: int, height: int, width: int) -> float:
     return 8.0 * num_bytes / (height * width)

@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .metrics import rd_loss
 from .models.adapter import LatentModel, Latents, deterministic
 from .models.entropy import bottleneck_bits, bottleneck_medians, gaussian_bits
 from .relaxations import QuantizationProxy
@@ -124,7 +125,7 @@ class Tile:
             x_hat = x_hat.clamp(0, 1)
         bits = self.context.bits(y_tilde, self.core_box)
         mse = torch.nn.functional.mse_loss(x_hat, self.target)
-        return bits / self.pixels + self.lmbda * 255.0**2 * mse, bits, mse
+        return rd_loss(bits / self.pixels, mse, self.lmbda), bits, mse
 
     def proxy_loss(self, relax: Callable[[Tensor], Tensor]) -> Tensor:
         y_tilde = self.center_core + relax(self.y - self.center_core)
@@ -209,7 +210,7 @@ class JointTile:
         z_core = zwin[..., self.zcore_in_zwin[0], self.zcore_in_zwin[1]]
         bits = self.context.y_bits(y_rate, scales, means) + self.context.z_bits(z_core)
         mse = torch.nn.functional.mse_loss(x_hat, self.target)
-        return bits / self.pixels + self.lmbda * 255.0**2 * mse, bits, mse
+        return rd_loss(bits / self.pixels, mse, self.lmbda), bits, mse
 
     def proxy_loss(self, relax: Callable[[Tensor], Tensor]) -> Tensor:
         return self._loss(relax, self.fast.model, clamp=False)[0]

@@ -22,6 +22,7 @@ from PIL import Image
 
 from .errors import LatentfitError
 from .imageio import atomic_write_bytes, list_images
+from .metrics import rd_loss
 from .models.architectures import build_architecture
 from .models.architectures.checkerboard import MeanScaleCheckerboard, context_parameters
 from .models.weights import export_weights, load_state_dict_file
@@ -116,7 +117,7 @@ def rate_distortion(output: dict, target: torch.Tensor, lmbda: float) -> dict[st
     pixels = target.shape[0] * target.shape[-2] * target.shape[-1]
     bpp = sum(lik.log2().sum() for lik in output["likelihoods"].values()) / -pixels
     mse = torch.mean((output["x_hat"] - target) ** 2)
-    return {"loss": bpp + lmbda * 255.0**2 * mse, "bpp": bpp, "mse": mse}
+    return {"loss": rd_loss(bpp, mse, lmbda), "bpp": bpp, "mse": mse}
 
 
 def psnr_from_mse(mse: float) -> float:

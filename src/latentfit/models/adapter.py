@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import LatentfitError
+from ..metrics import rd_loss
 from .architectures import Architecture, architecture_for
 from .architectures.base import Relaxation
 from .entropy import FORMAT_VERSION, IndexMismatchError, deterministic, index_checksum
@@ -170,7 +171,7 @@ class LatentModel:
             x_hat = x_hat.clamp(0, 1)
         pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
         mse = F.mse_loss(x_hat, x)
-        return RateDistortion(bits / pixels + lmbda * 255.0**2 * mse, bits, mse, x_hat, pixels)
+        return RateDistortion(rd_loss(bits / pixels, mse, lmbda), bits, mse, x_hat, pixels)
 
     @torch.no_grad()
     def true_rate_distortion(self, latents: Latents, x: Tensor, lmbda: float) -> RateDistortion:
