@@ -437,3 +437,12 @@ def test_seconds_per_cell_is_the_median_so_one_slow_session_does_not_move_it():
     table = bd_rate_table(records, [row])
     assert "median seconds per cell" in table.splitlines()[0]
     assert table.splitlines()[-1].endswith("| 2.0 |")
+
+
+def test_a_missing_ms_ssim_is_never_averaged_as_zero():
+    from latentfit.evaluation.runner import mean_curve
+
+    by_quality = {1: [{"image": "a", "ms_ssim": 0.9, "bpp": 0.2}, {"image": "b", "ms_ssim": None, "bpp": 0.4}],
+                  2: [{"image": "a", "ms_ssim": 0.95, "bpp": 0.5}, {"image": "b", "ms_ssim": 0.97, "bpp": 0.7}]}
+    assert mean_curve(by_quality, {"a", "b"}, "ms_ssim") == [None, pytest.approx(0.96)]
+    assert mean_curve(by_quality, {"a", "b"}, "bpp") == [pytest.approx(0.3), pytest.approx(0.6)]

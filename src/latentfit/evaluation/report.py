@@ -99,11 +99,14 @@ def write_report(records: list[dict], summary: dict, config: EvalConfig, results
     averages: dict[tuple, list[dict]] = defaultdict(list)
     for record in records:
         averages[(record["model"], record["method"], record["steps"], record["quality"])].append(record)
-    mean = lambda rows, key: sum(r[key] or 0.0 for r in rows) / len(rows)  # noqa: E731
+    def mean(rows: list[dict], key: str, digits: int) -> str:  # "—" where any image lacks the value
+        values = [r.get(key) for r in rows]
+        return "—" if any(v is None for v in values) else f"{sum(values) / len(values):.{digits}f}"
+
     average_rows = "".join(
         f"<tr><td>{html.escape(str(m))}</td><td>{html.escape(str(meth))}</td><td>{st}</td><td>{q}</td>"
-        f"<td>{len(rows)}</td><td>{mean(rows, 'bpp'):.4f}</td><td>{mean(rows, 'psnr'):.2f}</td>"
-        f"<td>{mean(rows, 'ms_ssim'):.4f}</td><td>{mean(rows, 'seconds'):.2f}</td></tr>"
+        f"<td>{len(rows)}</td><td>{mean(rows, 'bpp', 4)}</td><td>{mean(rows, 'psnr', 2)}</td>"
+        f"<td>{mean(rows, 'ms_ssim', 4)}</td><td>{mean(rows, 'seconds', 2)}</td></tr>"
         for (m, meth, st, q), rows in sorted(averages.items(), key=lambda item: tuple(map(str, item[0])))
     )
     plots = "".join(

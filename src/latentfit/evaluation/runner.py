@@ -328,12 +328,14 @@ def complete_images(by_quality: dict[int, list[dict]]) -> set[str]:
     return set.intersection(*sets) if sets else set()
 
 
-def mean_curve(by_quality: dict[int, list[dict]], images: set[str], key: str) -> list[float]:
-    """Per quality (ascending), the mean of `key` over the records of `images`."""
+def mean_curve(by_quality: dict[int, list[dict]], images: set[str], key: str) -> list[float | None]:
+    """Per quality (ascending), the mean of `key` over the records of `images`; None where any of them
+    lacks it (MS-SSIM of images too small for it): never a mean that counts a missing value as 0, nor
+    one over fewer images than the curve's other points."""
     means = []
     for quality in sorted(by_quality):
-        values = [record[key] or 0.0 for record in by_quality[quality] if record.get("image") in images]
-        means.append(sum(values) / len(values))
+        values = [record.get(key) for record in by_quality[quality] if record.get("image") in images]
+        means.append(None if any(v is None for v in values) else sum(values) / len(values))
     return means
 
 
