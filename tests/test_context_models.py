@@ -31,6 +31,8 @@ def test_a_mean_scale_state_dict_with_missing_parts_is_refused(bundled_model):
     state = {k: v for k, v in bundled_model.model.state_dict().items() if not k.startswith("h_s.")}
     with pytest.raises(ValueError, match="mean-scale"):
         MeanScaleCheckerboard.from_mean_scale(state)
+    with pytest.raises(ValueError, match="mean-scale"):  # a foreign key is named, not a crash
+        MeanScaleCheckerboard.from_mean_scale(bundled_model.model.state_dict() | {"context_prediction.weight": state["g_a.0.weight"]})
 
 
 def test_training_the_context_alone_changes_only_the_context_and_lowers_the_rate(tmp_path):

@@ -90,8 +90,8 @@ class MeanScaleCheckerboard(SimpleVAECompressionModel):
         model = cls(N, M)
         mapped = {}
         for key, value in state_dict.items():
-            prefix = next(p for p in cls.MEAN_SCALE_KEYS if key.startswith(p))
-            mapped[cls.MEAN_SCALE_KEYS[prefix] + key[len(prefix):]] = value
+            prefix = next((p for p in cls.MEAN_SCALE_KEYS if key.startswith(p)), None)
+            mapped[key if prefix is None else cls.MEAN_SCALE_KEYS[prefix] + key[len(prefix):]] = value
         missing, unexpected = model.load_state_dict(mapped, strict=False)
         if unexpected or any(not k.startswith("latent_codec.y.") for k in missing):
             raise ValueError(f"not a mean-scale hyperprior state dict (missing {missing}, unexpected {unexpected})")
