@@ -15,10 +15,19 @@ DATA = Path(os.environ.get("LATENTFIT_DATA", ROOT.parent / "shared" / "data"))
 KODAK = DATA / "kodak"
 
 
+def missing_data(what: str) -> None:
+    """Skip a test whose data is absent, or fail it where the data must be there (CI sets
+    LATENTFIT_REQUIRE_DATA=1, so a moved data folder fails the run instead of skipping half of it)."""
+    message = f"{what} not found (set LATENTFIT_DATA)"
+    if os.environ.get("LATENTFIT_REQUIRE_DATA", "") in ("1", "true", "yes"):
+        pytest.fail(message + "; LATENTFIT_REQUIRE_DATA=1 requires it")
+    pytest.skip(message)
+
+
 def kodak_image(name: str = "kodim23.png") -> Path:
     path = KODAK / name
     if not path.is_file():
-        pytest.skip(f"Kodak data not found at {path} (set LATENTFIT_DATA)")
+        missing_data(f"Kodak data at {path}")
     return path
 
 

@@ -15,6 +15,10 @@ from PIL import Image
 from .conftest import kodak_image
 
 
+#: Every test here runs the real `latentfit` command in a subprocess (a few seconds each).
+pytestmark = pytest.mark.slow
+
+
 def run(*args, cwd=None):
     env = dict(os.environ, LATENTFIT_OFFLINE="1", OMP_NUM_THREADS=os.environ.get("LATENTFIT_TEST_THREADS", "2"))
     return subprocess.run([sys.executable, "-m", "latentfit.cli", *map(str, args)], capture_output=True, text=True,

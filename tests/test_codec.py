@@ -84,6 +84,7 @@ def test_any_image_size_round_trips_to_the_same_size(bundled_model, height, widt
     assert np.array_equal(pixels, result.decoded)
 
 
+@pytest.mark.slow
 def test_same_seed_same_file_other_seed_other_file(bundled_model, kodak_crop):
     config = dict(method="sga+ssl", steps=20, evaluate_every=20)
     first = encode(kodak_crop, bundled_model, RefinementConfig(seed=1, **config))
@@ -129,6 +130,7 @@ def test_the_entropy_coder_copy_codes_like_the_model_without_the_transforms(bund
     assert np.array_equal(decode(result.data, bundled_model), result.decoded)
 
 
+@pytest.mark.slow
 def test_decoding_in_another_process_with_another_thread_count_is_identical(bundled_model, kodak_crop, tmp_path):
     import subprocess
     import sys

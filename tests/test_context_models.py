@@ -104,6 +104,7 @@ def test_the_context_moves_the_rate_so_the_rate_is_not_the_hyperpriors(checkerbo
     assert float(with_context.bits) != pytest.approx(float(without.bits), rel=1e-3)
 
 
+@pytest.mark.slow
 def test_refinement_through_the_context_lowers_the_true_loss_and_the_file_decodes(checkerboard_model, kodak_crop):
     from latentfit import RefinementConfig, decode, encode
 
@@ -185,6 +186,7 @@ def test_the_true_loss_is_the_scan_not_the_parallel_training_form(autoregressive
     assert float(true.bits) != pytest.approx(float(parallel_bits), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_refinement_through_an_autoregressive_context_lowers_the_true_loss(autoregressive_model, kodak_crop):
     from latentfit import RefinementConfig, decode, encode
 

@@ -366,6 +366,7 @@ def test_report_skips_a_file_it_cannot_decode_and_shows_the_next_image(tmp_path)
     assert f"<h3>{second}</h3>" in html and html.count('class="viewer"') == 1
 
 
+@pytest.mark.slow
 def test_ray_and_in_process_paths_give_identical_numbers(tmp_path):
     pytest.importorskip("ray")
     kodak_image()

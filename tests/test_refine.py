@@ -10,6 +10,7 @@ def _refine(model, image, **config):
     return refine_latents(model, image.tensor, RefinementConfig(**config))
 
 
+@pytest.mark.slow
 def test_sga_ssl_lowers_the_true_loss_on_a_real_photo(bundled_model, kodak_crop):
     baseline = _refine(bundled_model, kodak_crop, method="none")
     refined = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=200, evaluate_every=10)
@@ -41,6 +42,7 @@ def test_refining_y_only_recomputes_z(bundled_model, kodak_crop):
     assert (result.latents.z - expected_z).abs().max() < 1e-5
 
 
+@pytest.mark.slow
 def test_lower_lambda_moves_towards_lower_rate(bundled_model, kodak_crop):
     native = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=60, evaluate_every=10)
     low = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=60, evaluate_every=10,
@@ -92,6 +94,7 @@ def test_early_stopping_stops_on_a_plateau_and_keeps_the_best(bundled_model, kod
     assert result.final.loss <= result.initial.loss
 
 
+@pytest.mark.slow
 def test_budget_schedules_change_the_optimisation(bundled_model, kodak_crop):
     from latentfit.schedules import TemperatureSchedule
 
@@ -164,6 +167,7 @@ def test_compiled_proxy_gives_the_eager_result_within_float_tolerance(bundled_mo
     assert compiled.final.loss == pytest.approx(eager.final.loss, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_auto_steps_fill_the_time_budget_and_respect_it(bundled_model, kodak_crop):
     # The budget is sized from this machine's measured speed, so that it holds about 40 steps even on a
     # busy machine (a fixed 4 s was once used up by the encoder alone there, before the first step).

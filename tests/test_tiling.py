@@ -71,6 +71,7 @@ def _mse(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(((a.astype(np.float64) - b.astype(np.float64)) ** 2)[mask].mean())
 
 
+@pytest.mark.slow
 def test_tiled_refinement_improves_without_seams(bundled_model, photo):
     image = LoadedImage(photo, "RGB")
     config = dict(method="sga+ssl", steps=20, evaluate_every=5, seed=0)

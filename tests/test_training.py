@@ -3,13 +3,13 @@ import torch
 
 from latentfit.training import TrainConfig, Trainer
 
-from .conftest import DATA
+from .conftest import DATA, missing_data
 
 
 def tiny_config(**changes) -> TrainConfig:
     folder = DATA / "train" / "cid22-valid"
     if not folder.is_dir():
-        pytest.skip(f"training data not found at {folder}")
+        missing_data(f"training data at {folder}")
     fields = dict(train_dirs=[str(folder)], architecture="mbt2018-mean", N=16, M=24, lmbda=0.01, steps=40,
                   batch_size=4, patch_size=64, lr=1e-3, checkpoint_every=1000, validate_every=1000, seed=3)
     fields.update(changes)
