@@ -197,3 +197,19 @@ def test_refinement_through_an_autoregressive_context_lowers_the_true_loss(autor
     for method in ("uniform-noise", "sga"):
         result = encode(kodak_crop, model, RefinementConfig(method=method, steps=20, evaluate_every=10, variables="y"))
         assert result.stats["true_loss_final"] <= result.stats["true_loss_initial"]
+
+
+def test_a_context_model_exports_compactly_and_loads_back_to_the_same_digest(tmp_path):
+    from latentfit.models.registry import load_checkpoint
+    from latentfit.models.weights import export_weights, weights_digest
+
+    torch.manual_seed(0)
+    model = build_architecture("mbt2018-mean-checkerboard", 16, 24)
+    exported = export_weights(model, tmp_path / "c.pt", {"name": "c", "architecture": "mbt2018-mean-checkerboard"},
+                              dtype="int8")
+    stored = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert stored["latent_codec.y.context_prediction.mask"].dtype == torch.uint8
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    assert loaded.architecture == "mbt2018-mean-checkerboard" and loaded.digest == weights_digest(exported)
+    assert torch.equal(loaded.model.latent_codec["y"].context_prediction.mask,
+                       model.latent_codec["y"].context_prediction.mask)

@@ -130,6 +130,8 @@ def export_weights(model: nn.Module, path: str | os.PathLike, card: dict, force:
             state[key + INT8_SUFFIX], state[key + INT8_SCALE] = quantize_int8(value)
         elif key in parameters and value.is_floating_point():
             state[key] = value.half()
+        elif key.endswith(".mask") and value.is_floating_point() and bool(((value == 0) | (value == 1)).all()):
+            state[key] = value.to(torch.uint8)  # a masked convolution's 0/1 mask: exact, a quarter the size
         else:
             state[key] = value
     buffer = io.BytesIO()
