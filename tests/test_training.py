@@ -66,3 +66,14 @@ def test_int8_export_round_trips_exactly_and_is_smaller(tmp_path):
     step = original.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
     assert ((kernel - original).abs() <= 0.5 * step + 1e-6).all()
     assert not torch.equal(fp16.g_a[0].weight, int8.g_a[0].weight)
+
+
+def test_fine_tuning_the_prior_leaves_the_transforms_and_changes_the_rest(tmp_path):
+    trainer = Trainer(tiny_config(trainable="prior", steps=5), tmp_path)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    for _ in range(5):
+        trainer.train_step()
+    after = trainer.model.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert "g_a" not in changed and "g_s" not in changed
+    assert {"h_a", "h_s", "entropy_bottleneck"} <= changed

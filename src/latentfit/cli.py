@@ -432,7 +432,9 @@ def train(
     seed: int = typer.Option(0),
     init_from: Optional[Path] = typer.Option(None, help="Start from these weights (exported or checkpoint); a "
                                              "context architecture starts from a mean-scale hyperprior's."),
-    trainable: str = typer.Option("all", help="all, or context: only the context model's own networks."),
+    trainable: str = typer.Option("all", "--trainable", "--finetune",
+                                  help="all; prior: only the probability model (g_a, g_s frozen); context: only "
+                                       "a context model's own networks."),
     export: Optional[Path] = typer.Option(None, help="Write fp16 weights + JSON model card here when the run stops."),
     name: str = typer.Option("", help="Model name recorded in the model card."),
     quality: int = typer.Option(0, help="Quality index recorded in the model card."),

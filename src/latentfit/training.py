@@ -52,9 +52,9 @@ class TrainConfig:
     valid_crop: int = 256
     seed: int = 0
     init_from: str | None = None
-    #: "all", or "context": train only what a context model adds to the mean-scale hyperprior it was
-    #: initialised from (its transforms and hyperprior frozen, so it starts at, and can only improve on,
-    #: that model's rates).
+    #: "all"; "prior": only the probability model (`g_a` and `g_s` frozen: Campos et al.'s "+proba");
+    #: "context": only what a context model adds to the mean-scale hyperprior it was initialised from
+    #: (its transforms and hyperprior frozen, so it starts at exactly that model's rates).
     trainable: str = "all"
     #: lr of a context model's own networks (context prediction, entropy parameters), which start
     #: from zero when initialised from a mean-scale hyperprior; None: `lr`.
@@ -148,11 +148,16 @@ class Trainer:
             for parameter in main:
                 parameter.requires_grad_(True)
             aux = []
-        elif config.trainable == "all":
-            main = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
+        elif config.trainable in ("all", "prior"):
+            # "prior": the probability model only (hyper-analysis, hyper-synthesis, entropy models and any
+            # context networks); the analysis and synthesis transforms stay as they are.
+            frozen = ("g_a.", "g_s.") if config.trainable == "prior" else ()
+            for name, parameter in self.model.named_parameters():
+                parameter.requires_grad_(not name.startswith(frozen))
+            main = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.endswith(".quantiles")]
             aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
         else:
-            raise LatentfitError(f"trainable must be 'all' or 'context', got {config.trainable!r}")
+            raise LatentfitError(f"trainable must be 'all', 'prior' or 'context', got {config.trainable!r}")
         # One parameter group per lr (each with its `base_lr`); `learning_rate` scales them all.
         context = {id(p) for p in context_parameters(self.model)} if isinstance(self.model, MeanScaleCheckerboard) else set()
         groups = [{"params": [p for p in main if id(p) not in context], "base_lr": config.lr},
