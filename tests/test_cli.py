@@ -299,3 +299,31 @@ def test_the_time_budget_counts_from_reading_the_image_to_the_file_on_disk(crop_
     assert sum(stats[p] for p in parts) == pytest.approx(stats["seconds"], abs=0.05)
     decoded = run("decode", out, "-o", tmp_path / "a.png")
     assert decoded.returncode == 0, decoded.stderr
+
+
+def test_train_fine_tunes_a_named_model_and_the_export_encodes(tmp_path):
+    from latentfit import load_model
+    from tests.conftest import DATA
+
+    folder = DATA / "train" / "cid22-valid"
+    if not folder.is_dir():
+        from tests.conftest import missing_data
+        missing_data(f"training data at {folder}")
+    proc = run("train", "--train-dir", folder, "--checkpoint-dir", tmp_path / "run", "--init", "latentfit-msh:1",
+               "--finetune", "prior", "--steps", "2", "--batch-size", "2", "--patch-size", "64",
+               "--export", tmp_path / "tuned.pt", "--name", "tuned", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    card = json.loads((tmp_path / "tuned.json").read_text())
+    assert (card["architecture"], card["quality"], card["lmbda"], card["trainable"]) == ("mbt2018-mean", 1, 0.0035, "prior")
+    import torch
+
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
+    base = load_model("latentfit-msh", 1).model.state_dict()
+    assert all(torch.equal(state[k], base[k]) for k in base if k.startswith(("g_a.", "g_s.")))
+    assert not all(torch.equal(state[k], base[k]) for k in base if k.startswith("h_s."))
+    encoded = run("encode", kodak_image(), "-o", tmp_path / "a.lfc", "--checkpoint", tmp_path / "tuned.pt",
+                  "--method", "none", "--json")
+    assert encoded.returncode == 0, encoded.stderr
+    assert json.loads(encoded.stdout)["model"] == "tuned"
+    refused = run("train", "--train-dir", folder, "--checkpoint-dir", tmp_path / "x", "--init", "latentfit-msh:one")
+    assert_clean_failure(refused, "NAME:QUALITY")

@@ -421,7 +421,7 @@ def train(
     architecture: str = typer.Option("mbt2018-mean", help="CompressAI architecture name."),
     n: int = typer.Option(128, "--N", help="Width N of the transforms."),
     m: int = typer.Option(192, "--M", help="Number of latent channels M."),
-    lmbda: float = typer.Option(0.013, help="λ in loss = bpp + λ·255²·MSE."),
+    lmbda: Optional[float] = typer.Option(None, help="λ in loss = bpp + λ·255²·MSE (default: --init's, else 0.013)."),
     steps: int = typer.Option(10000, help="Total optimisation steps (a resumed run continues up to this)."),
     batch_size: int = typer.Option(8),
     patch_size: int = typer.Option(128),
@@ -432,6 +432,9 @@ def train(
     seed: int = typer.Option(0),
     init_from: Optional[Path] = typer.Option(None, help="Start from these weights (exported or checkpoint); a "
                                              "context architecture starts from a mean-scale hyperprior's."),
+    init: Optional[str] = typer.Option(None, "--init", help="Fine-tune a model by name, NAME or NAME:QUALITY "
+                                       "(bundled or zoo, e.g. latentfit-msh:2): its architecture, widths, λ and "
+                                       "quality become the defaults."),
     trainable: str = typer.Option("all", "--trainable", "--finetune",
                                   help="all; prior: only the probability model (g_a, g_s frozen); context: only "
                                        "a context model's own networks."),
@@ -448,10 +451,16 @@ def train(
 
     if threads:
         torch.set_num_threads(threads)
+    if init is not None:
+        if init_from is not None:
+            raise LatentfitError("give --init (a model name) or --init-from (a weights file), not both")
+        architecture, n, m, base_lmbda, base_quality, init_from = _training_start(init, checkpoint_dir, architecture)
+        lmbda = base_lmbda if lmbda is None else lmbda
+        quality = quality or base_quality
     config = TrainConfig(
         train_dirs=[str(d) for d in train_dir], valid_dir=str(valid_dir) if valid_dir else None,
-        architecture=architecture, N=n, M=m, lmbda=lmbda, steps=steps, batch_size=batch_size,
-        patch_size=patch_size, lr=lr, lr_drop_at=lr_drop_at, validate_every=validate_every,
+        architecture=architecture, N=n, M=m, lmbda=0.013 if lmbda is None else lmbda, steps=steps,
+        batch_size=batch_size, patch_size=patch_size, lr=lr, lr_drop_at=lr_drop_at, validate_every=validate_every,
         checkpoint_every=checkpoint_every, seed=seed, init_from=str(init_from) if init_from else None,
         trainable=trainable,
     )
@@ -463,6 +472,33 @@ def train(
         trainer.export(export, {"name": name, "quality": quality})
         typer.echo(f"exported {export} (step {trainer.step})", err=True)
     typer.echo(json.dumps({"step": result["step"], "finished": result["finished"]}))
+
+
+def _training_start(init: str, checkpoint_dir: Path, architecture: str) -> tuple:
+    """`(architecture, N, M, λ, quality, weights file)` to fine-tune the model `init` names (NAME or
+    NAME:QUALITY); its weights are written once to CHECKPOINT_DIR/init.pt, so a resumed run starts
+    from the same file. A context architecture asked for over a mean-scale model keeps the context."""
+    import io
+
+    import torch
+
+    from .imageio import atomic_write_bytes
+    from .models.registry import load_model
+
+    name, _, quality = init.partition(":")
+    try:
+        base = load_model(name, int(quality) if quality else None)
+    except ValueError:
+        raise LatentfitError(f"--init takes NAME or NAME:QUALITY, got '{init}'") from None
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    start = checkpoint_dir / "init.pt"
+    if not start.exists():
+        buffer = io.BytesIO()
+        torch.save(base.model.state_dict(), buffer)
+        atomic_write_bytes(start, buffer.getvalue(), force=True)
+    keep = architecture == "mbt2018-mean-checkerboard" and base.architecture == "mbt2018-mean"
+    return (architecture if keep else base.architecture, int(base.model.N), int(base.model.M), base.lmbda,
+            base.quality, start)
 
 
 @app.callback()
