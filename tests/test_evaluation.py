@@ -447,3 +447,20 @@ def test_a_missing_ms_ssim_is_never_averaged_as_zero():
                   2: [{"image": "a", "ms_ssim": 0.95, "bpp": 0.5}, {"image": "b", "ms_ssim": 0.97, "bpp": 0.7}]}
     assert mean_curve(by_quality, {"a", "b"}, "ms_ssim") == [None, pytest.approx(0.96)]
     assert mean_curve(by_quality, {"a", "b"}, "bpp") == [pytest.approx(0.3), pytest.approx(0.6)]
+
+
+@pytest.mark.slow
+def test_local_ray_workers_run_at_normal_priority(monkeypatch):
+    import os
+
+    import ray
+
+    from latentfit.evaluation.runner import start_ray
+
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    start_ray(None, 1)
+    try:
+        niceness = ray.get(ray.remote(lambda: os.nice(0)).remote())
+    finally:
+        ray.shutdown()
+    assert niceness == os.nice(0)  # Ray's default would be 15 above ours

@@ -193,11 +193,26 @@ def _restore_signal_handlers(handlers: dict) -> None:
             signal.signal(sig, handler)
 
 
+def start_ray(address: str | None, workers: int) -> None:
+    """Connect to the Ray cluster at `address`, or start a local instance of `workers` CPUs whose
+    workers run at normal priority: Ray's default niceness of 15 let a local eval sit for minutes
+    without finishing a cell while other processes used the cores (`RAY_worker_niceness` set by
+    the user still wins)."""
+    import logging
+
+    import ray
+
+    options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    if address:
+        ray.init(address=address, **options)
+    else:
+        os.environ.setdefault("RAY_worker_niceness", "0")
+        ray.init(num_cpus=workers, object_store_memory=256 * 1024 * 1024, **options)
+
+
 def _with_ray(config: EvalConfig, todo: list, device: str, workers: int, address: str | None,
               gpus_per_cell: float | None) -> Iterator[tuple[dict, bytes | None]]:
     """Cells as Ray tasks on a local instance (`workers` CPUs) or the cluster at `address`."""
-    import logging
-
     import ray
     import torch
 
@@ -208,11 +223,7 @@ def _with_ray(config: EvalConfig, todo: list, device: str, workers: int, address
     handlers = _signal_handlers()
     received: list[int] = []
     if started_here:
-        options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-        if address:
-            ray.init(address=address, **options)
-        else:
-            ray.init(num_cpus=workers, object_store_memory=256 * 1024 * 1024, **options)
+        start_ray(address, workers)
 
     def defer_signals() -> None:
         for sig, handler in handlers.items():
