@@ -464,3 +464,19 @@ def test_local_ray_workers_run_at_normal_priority(monkeypatch):
     finally:
         ray.shutdown()
     assert niceness == os.nice(0)  # Ray's default would be 15 above ours
+
+
+def test_evaluating_a_checkpoint_file_runs_its_weights_at_its_quality(tmp_path):
+    from latentfit import load_model
+    from latentfit.evaluation.runner import eval_model
+    from latentfit.models.registry import BUNDLED_DIR
+
+    kodak_image()
+    weights = BUNDLED_DIR / "latentfit-msh-1.pt"  # a weights file with its model card beside it
+    config = EvalConfig(datasets=[str(KODAK)], qualities=[1], methods=["none"], crop=(64, 64), limit=1,
+                        checkpoint=str(weights))
+    assert config.identity() != EvalConfig(datasets=[str(KODAK)], qualities=[1], methods=["none"], crop=(64, 64),
+                                           limit=1).identity()
+    records = run_evaluation(config, tmp_path)
+    assert [(r["model"], r["quality"]) for r in records] == [("latentfit-msh", 1)]
+    assert records[0]["weights_digest"] == load_model("latentfit-msh", 1).digest.hex() == eval_model(config, 1).digest.hex()

@@ -345,6 +345,8 @@ def evaluate(
     datasets: List[Path] = typer.Argument(..., help="Folders of images."),
     output: Path = typer.Option(..., "-o", "--output", help="Results folder (re-running it resumes)."),
     model: Optional[str] = typer.Option(None, help="Model name (default: the bundled latentfit-msh)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Evaluate the weights in this file (one quality, from its "
+                                              "model card) instead of a named model."),
     quality: str = typer.Option("1,2,3,4", help="Comma-separated qualities."),
     method: str = typer.Option("none,sga+ssl", help="Comma-separated methods."),
     steps: str = typer.Option("500", help="Comma-separated step counts."),
@@ -385,7 +387,13 @@ def evaluate(
         get_proxy(name)
     RefinementConfig(lr=lr, lr_schedule=lr_schedule, schedule=schedule)  # refuses bad settings before any work
     _set_threads(threads)
-    config = EvalConfig(datasets=[str(d) for d in datasets], model=model, qualities=_int_list(quality, "--quality"),
+    qualities = _int_list(quality, "--quality")
+    if checkpoint is not None:
+        from .models.registry import load_checkpoint
+
+        qualities = [load_checkpoint(checkpoint).quality]  # refuses a missing or unreadable file before any work
+    config = EvalConfig(datasets=[str(d) for d in datasets], model=model, qualities=qualities,
+                        checkpoint=str(checkpoint) if checkpoint else None,
                         methods=methods, steps=_int_list(steps, "--steps"), lmbda=lmbda, lr=lr, crop=size,
                         lr_schedule=lr_schedule, schedule=schedule,
                         limit=limit, seed=seed, classical=[c.strip() for c in classical.split(",") if c.strip()])

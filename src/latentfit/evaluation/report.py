@@ -62,7 +62,8 @@ def _viewer_rows(records: list[dict], config: EvalConfig, results_dir: Path, ima
                 stream = from_bytes(path.read_bytes(), str(path))
                 key = (stream.model_name, stream.quality)
                 if key not in models:
-                    models[key] = load_model(*key)
+                    models[key] = (load_model(checkpoint=config.checkpoint) if config.checkpoint
+                                   else load_model(*key))
                 label = f"{record['method']} ({record['steps']} steps)" if record["steps"] else "no refinement"
                 panels.append((label, decode_stream(stream, models[key]),
                                f"{record['bpp']:.3f} bpp, {record['psnr']:.2f} dB"))

@@ -38,6 +38,8 @@ class EvalConfig:
     datasets: list[str]
     model: str | None = None
     qualities: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    #: A weights file to evaluate instead of a named model (its one quality; see `eval_model`).
+    checkpoint: str | None = None
     methods: list[str] = field(default_factory=lambda: ["none", "sga+ssl"])
     steps: list[int] = field(default_factory=lambda: [500])
     lmbda: float | None = None
@@ -60,6 +62,8 @@ class EvalConfig:
 
         keys = {"model": self.model, "lmbda": self.lmbda, "lr": self.lr, "crop": self.crop, "seed": self.seed,
                 "evaluate_every": self.evaluate_every, "version": __version__}
+        if self.checkpoint:  # older journals (named models) keep their identity
+            keys["checkpoint"] = Path(self.checkpoint).name
         if (self.lr_schedule, self.schedule) != ("constant", "papers"):  # older journals stay valid
             keys |= {"lr_schedule": self.lr_schedule, "schedule": self.schedule}
             # What "cosine" and "budget" mean is the library's constants, which measurements move.
@@ -146,13 +150,20 @@ def check_weights(config: EvalConfig, done: dict[str, dict], journal: Path, devi
         if not is_classical(record.get("method", "")):
             recorded[record["quality"]].add(record.get("weights_digest"))
     for quality, digests in sorted(recorded.items()):
-        current = load_model(config.model, quality, device=device).digest.hex()
+        current = eval_model(config, quality, device).digest.hex()
         if digests != {current}:
             other = ", ".join(sorted(str(d) for d in digests - {current}))
             raise LatentfitError(
                 f"{journal}: quality {quality} cells were made with other model weights (digest {other}; "
                 f"now {current}); use another results folder"
             )
+
+
+def eval_model(config: EvalConfig, quality: int, device: str = "cpu"):
+    """The model a cell of `config` runs: `config.checkpoint`'s weights, else `config.model` at `quality`."""
+    if config.checkpoint:
+        return load_model(checkpoint=config.checkpoint, device=device)
+    return load_model(config.model, quality, device=device)
 
 
 def evaluate_cell(config: EvalConfig, cell: Cell, path: str, device: str = "cpu") -> tuple[dict, bytes | None]:
@@ -165,7 +176,7 @@ def evaluate_cell(config: EvalConfig, cell: Cell, path: str, device: str = "cpu"
     key = (config.model, cell.quality, device)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()  # one model at a time bounds a worker's memory
-        _MODEL_CACHE[key] = load_model(config.model, cell.quality, device=device)
+        _MODEL_CACHE[key] = eval_model(config, cell.quality, device)
     refinement = RefinementConfig(method=cell.method, steps=cell.steps, lr=config.lr, lmbda=config.lmbda,
                                   seed=config.seed, evaluate_every=config.evaluate_every,
                                   lr_schedule=config.lr_schedule, schedule=config.schedule)
