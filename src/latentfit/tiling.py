@@ -34,13 +34,12 @@ from .refine import (
     RefinementConfig, RefinementResult, TraceRecord, TrueLoss, optimise, planned_steps, temperature_schedule,
 )
 
-#: Latents around a core whose pixels are in its distortion term (the architecture's `synthesis_reach`;
-#: these defaults are the hyperprior family's, which is what `Architecture.tileable` vouches for).
+#: Latents around a core whose pixels are in its distortion term. These reaches are the hyperprior
+#: family's (without spatial context): the architectures whose `Architecture.tileable` is True.
 MARGIN = 2
 #: Latents around a core that the decoder sees (MARGIN + the synthesis transform's reach).
 HALO = MARGIN + 2
-#: `y` latents whose entropy parameters a core of `z` can change (h_s reaches −7..+4 latents;
-#: the architecture's `hyper_reach`).
+#: `y` latents whose entropy parameters a core of `z` can change (h_s reaches −7..+4 latents).
 HYPER_REACH = 8
 #: `z` latents around what `h_s` must compute exactly (its reach is ±2 in `z` units).
 Z_HALO = 3

@@ -106,7 +106,7 @@ def cells(config: EvalConfig) -> Iterator[tuple[Cell, Path]]:
             for method in config.methods:
                 for steps in [0] if method == "none" else config.steps:
                     yield Cell(f"{Path(path).parent.name}/{path.name}", quality, method, steps), path
-    for spec in config.classical:  # after the learned cells, whose bpp range each image's sweep brackets
+    for spec in config.classical:  # after the learned cells, whose PSNR range each image's sweep brackets
         for path in images:
             for level in range(SWEEP_LEVELS):
                 yield Cell(f"{Path(path).parent.name}/{path.name}", level, spec, 0), path

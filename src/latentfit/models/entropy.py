@@ -64,6 +64,12 @@ def gaussian_bits(conditional: nn.Module, values: Tensor, scales: Tensor, means:
     return -torch.log2(likelihood).sum()
 
 
+def for_indexes(module: nn.Module, format_version: int) -> nn.Module:
+    """`module` as it computes what picks scale indexes in `format_version`: a float64 copy from
+    format 2 on (see `scale_indexes`), the module itself in format 1 (CompressAI's arithmetic)."""
+    return copy.deepcopy(module).double() if format_version >= 2 else module
+
+
 def scale_indexes(h_s: nn.Module, gaussian_conditional: nn.Module, z_hat: Tensor, mean_scale: bool,
                   format_version: int = FORMAT_VERSION) -> Tensor:
     """The scale-table index of each element of `ŷ` (which CDF codes it), from `σ = h_s(ẑ)`.
@@ -76,9 +82,8 @@ def scale_indexes(h_s: nn.Module, gaussian_conditional: nn.Module, z_hat: Tensor
     taken from here: the decoder adds its own `μ` to the decoded symbols, so a last-bit difference
     in `μ` moves a pixel by at most a rounding step and never desynchronises the decoder.
     """
-    if format_version >= 2:
-        h_s, z_hat = copy.deepcopy(h_s).double(), z_hat.double()
-    params = h_s(z_hat)
+    h_s = for_indexes(h_s, format_version)
+    params = h_s(z_hat.to(next(h_s.parameters()).dtype))
     scales = params.chunk(2, 1)[0] if mean_scale else params
     return gaussian_conditional.build_indexes(scales)
 

@@ -16,7 +16,6 @@ latents already decoded, in raster order.
 
 from __future__ import annotations
 
-import copy
 
 import torch
 import torch.nn.functional as F
@@ -109,7 +108,7 @@ class Autoregressive(Architecture):
             return coder
         copied = nn.Module()
         for name in ("h_s", "context_prediction", "entropy_parameters"):
-            setattr(copied, name, copy.deepcopy(getattr(coder, name)).double())
+            setattr(copied, name, entropy.for_indexes(getattr(coder, name), format_version))
         copied.gaussian_conditional = coder.gaussian_conditional
         return copied
 

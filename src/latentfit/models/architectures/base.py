@@ -1,7 +1,7 @@
 """What latentfit knows about one CompressAI architecture, in one object, registered by name.
 
 Everything that differs between architectures lives in its `Architecture` subclass, in one file
-(`factorized.py`, `hyperprior.py`, `checkerboard.py`): how to build it and recognise its weights,
+(`factorized.py`, `hyperprior.py`, `checkerboard.py`, `autoregressive.py`): how to build it and recognise its weights,
 its stride and latent shapes, `z = h_a(y)`, the entropy parameters from `ẑ`, the rate of *given*
 latents under any quantisation proxy, and the entropy coding of given latents (mirroring
 CompressAI's own `compress`/`decompress`). `LatentModel`, the refinement loop, tiling, the registry
@@ -39,12 +39,9 @@ class Architecture:
     has_hyperprior: ClassVar[bool] = True
     #: Modules that entropy coding uses: the CPU coder's private copy when the model is on a GPU.
     coding_modules: ClassVar[tuple[str, ...]] = ("entropy_bottleneck", "h_s", "gaussian_conditional")
-    #: `latentfit.tiling` can refine it tile by tile (its reach constants hold for it).
+    #: `latentfit.tiling` can refine it tile by tile (its reach constants, derived for the hyperprior
+    #: family without spatial context, hold for it).
     tileable: ClassVar[bool] = True
-    #: Pixels a latent of `y` reaches through `g_s`, and `y` latents whose entropy parameters a `z`
-    #: latent moves through `h_s` (both in latents; used by tiling).
-    synthesis_reach: ClassVar[int] = 2
-    hyper_reach: ClassVar[int] = 8
 
     @property
     def string_count(self) -> int:

@@ -14,8 +14,6 @@ exactly its rates and learns only what the context adds (`from_mean_scale`).
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from compressai.entropy_models import EntropyBottleneck
 from compressai.latent_codecs import (
@@ -147,8 +145,11 @@ class Checkerboard(Architecture):
 
     def side_parameters(self, model: nn.Module, z_tilde: Tensor) -> tuple[Tensor, Tensor | None]:
         """The anchors' `(σ, μ)` (no context), as the first pass computes them."""
-        codec = model.latent_codec["y"]
-        side = model.latent_codec["hyper"].h_s(z_tilde)
+        return self._anchor_parameters(model.latent_codec["y"], model.latent_codec["hyper"].h_s(z_tilde))
+
+    @staticmethod
+    def _anchor_parameters(codec: CheckerboardLatentCodec, side: Tensor) -> tuple[Tensor, Tensor]:
+        """`(σ, μ)` of the first pass: from the side parameters `h_s(ẑ)` and an empty context."""
         return codec.entropy_parameters(codec.merge(torch.zeros_like(side), side)).chunk(2, 1)
 
     @staticmethod
@@ -160,7 +161,7 @@ class Checkerboard(Architecture):
         medians = entropy.bottleneck_medians(hyper.entropy_bottleneck)
         z_tilde = medians + relax(z - medians)
         side = hyper.h_s(z_tilde)
-        scales_a, means_a = codec.entropy_parameters(codec.merge(torch.zeros_like(side), side)).chunk(2, 1)
+        scales_a, means_a = self._anchor_parameters(codec, side)
         y_anchor = means_a + relax(y - means_a)
         context = codec.context_prediction(codec._keep_only(y_anchor, "anchor"))
         scales_n, means_n = codec.entropy_parameters(codec.merge(context, side)).chunk(2, 1)
@@ -176,11 +177,10 @@ class Checkerboard(Architecture):
                 strings: list[bytes] | None = None) -> tuple[list[bytes], list[Tensor], Tensor]:
         """Both passes of CompressAI's `CheckerboardLatentCodec.compress` (with `y`) or `.decompress`
         (with `strings`): the strings, each pass's scale indexes, and `ŷ`."""
-        codec, h_s = coder.latent_codec["y"], coder.latent_codec["hyper"].h_s
-        if format_version >= 2:
-            codec, h_s, z_hat = copy.deepcopy(codec).double(), copy.deepcopy(h_s).double(), z_hat.double()
+        codec = entropy.for_indexes(coder.latent_codec["y"], format_version)
+        h_s = entropy.for_indexes(coder.latent_codec["hyper"].h_s, format_version)
         conditional = codec.latent_codec["y"].gaussian_conditional
-        side = h_s(z_hat)
+        side = h_s(z_hat.to(next(h_s.parameters()).dtype))
         n, _, h, w = side.shape
         y_hat_ = side.new_zeros((2, n, side.shape[1] // 2, h, w // 2))
         side_ = codec.unembed(side)
