@@ -480,3 +480,50 @@ def test_evaluating_a_checkpoint_file_runs_its_weights_at_its_quality(tmp_path):
     records = run_evaluation(config, tmp_path)
     assert [(r["model"], r["quality"]) for r in records] == [("latentfit-msh", 1)]
     assert records[0]["weights_digest"] == load_model("latentfit-msh", 1).digest.hex() == eval_model(config, 1).digest.hex()
+
+
+def test_a_lmbda_axis_refines_at_each_multiple_and_resumes(tiny_eval, tmp_path):
+    import dataclasses
+
+    from latentfit.evaluation.runner import lmbda_curves
+
+    config = dataclasses.replace(tiny_eval, limit=1, lmbda_points=["x0.5", "", "x2"])
+    records = run_evaluation(config, tmp_path)
+    refined = {r["lmbda_point"]: r for r in records if r["method"] == "sga+ssl"}
+    assert len(records) == 4 and set(refined) == {"x0.5", "", "x2"}  # `none` once: its file ignores λ
+    own = refined[""]["lmbda"]
+    assert refined["x0.5"]["lmbda"] == pytest.approx(own / 2) and refined["x2"]["lmbda"] == pytest.approx(own * 2)
+    # the cell at the model's own λ is the same cell as without an axis, so earlier journals are reused
+    plain = run_evaluation(dataclasses.replace(tiny_eval, limit=1), tmp_path)
+    assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == 4 and len(plain) == 2
+    # one quality, three λ: one curve along λ, written as CompressAI-format JSON with a λ column
+    assert lmbda_curves(records) == {("latentfit-msh", "sga+ssl", 6)}
+    summarise(records, tmp_path)
+    curve = json.loads((tmp_path / "latentfit-msh-sga+ssl-6-lambda-q2.json").read_text())
+    assert curve["results"]["lmbda"] == sorted(r["lmbda"] for r in refined.values())
+
+
+@pytest.mark.parametrize("spec, expected", [("sga+ssl3:a=1.4:power=1.4", ("sga+ssl3", {"a": 1.4, "power": 1.4})),
+                                            ("sga", ("sga", {}))])
+def test_method_specs_carry_proxy_options(spec, expected):
+    from latentfit.relaxations import parse_method
+
+    assert parse_method(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["sga:a=2", "sga+ssl:a", "sga+ssl:a=x", "nope"])
+def test_bad_method_specs_are_refused(spec):
+    from latentfit.relaxations import parse_method
+
+    with pytest.raises(LatentfitError):
+        parse_method(spec)
+
+
+def test_an_evaluated_method_spec_refines_with_its_options(tmp_path):
+    kodak_image()
+    config = EvalConfig(datasets=[str(KODAK)], qualities=[2], methods=["sga+ssl3", "sga+ssl3:a=1.4:power=1.4"],
+                        steps=[4], crop=(64, 64), limit=1)
+    records = {r["method"]: r for r in run_evaluation(config, tmp_path)}
+    assert records["sga+ssl3:a=1.4:power=1.4"]["proxy_options"] == {"a": 1.4, "power": 1.4}
+    assert records["sga+ssl3"]["proxy_options"] == {}
+    assert records["sga+ssl3"]["true_loss_final"] != records["sga+ssl3:a=1.4:power=1.4"]["true_loss_final"]

@@ -21,7 +21,8 @@ from .codec import EncodeResult, decode, encode  # noqa: E402
 from .errors import BitstreamError, LatentfitError, ModelNotAvailableError  # noqa: E402
 from .imageio import load_image  # noqa: E402
 from .models.adapter import LatentModel, Latents  # noqa: E402
-from .models.registry import available_models, load_model  # noqa: E402
+from .models.registry import available_models, load_family, load_model  # noqa: E402
+from .rate_control import Target, TargetUnreachableError  # noqa: E402
 from .refine import RefinementConfig, RefinementResult, refine_latents  # noqa: E402
 from .relaxations import PROXIES, QuantizationProxy, get_proxy, register_proxy  # noqa: E402
 from .schedules import TemperatureSchedule  # noqa: E402
@@ -31,6 +32,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Bitstream", "BitstreamError", "EncodeResult", "LatentModel", "LatentfitError", "Latents",
     "ModelNotAvailableError", "PROXIES", "QuantizationProxy", "RefinementConfig", "RefinementResult",
-    "TemperatureSchedule", "available_models", "decode", "encode", "from_bytes", "get_proxy", "load_image",
-    "load_model", "refine_latents", "register_proxy", "to_bytes",
+    "Target", "TargetUnreachableError", "TemperatureSchedule", "available_models", "decode", "encode", "from_bytes", "get_proxy", "load_family",
+    "load_image", "load_model", "refine_latents", "register_proxy", "to_bytes",
 ]

@@ -89,6 +89,11 @@ def encode(
                                  "compiler; pays off on long runs)."),
     lr_schedule: str = typer.Option("cosine", help="cosine (decay to 0.01·lr over the steps), or constant."),
     patience: Optional[int] = typer.Option(None, help="Stop after this many evaluations without improvement."),
+    target_bytes: Optional[int] = typer.Option(None, help="Make each file at most this many bytes (chooses the "
+                                               "quality and λ; not with --lmbda)."),
+    target_bpp: Optional[float] = typer.Option(None, help="Make each file at most this many bits per pixel."),
+    target_psnr: Optional[float] = typer.Option(None, help="Make each decoded image at least this PSNR (dB), "
+                                                "with the smallest file found."),
     trace: Optional[Path] = typer.Option(None, help="Write the optimisation trace (JSON) here."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(0, help="torch CPU threads (0: PyTorch's default)."),
@@ -101,9 +106,10 @@ def encode(
     With a folder as INPUT, OUTPUT is a folder; files already encoded there are skipped, so an
     interrupted run continues where it stopped (each file is written atomically).
     """
-    from .models.registry import load_model
+    from .models.registry import load_family, load_model
     from .refine import RefinementConfig
 
+    goal = _target(target_bytes, target_bpp, target_psnr, lmbda)
     batch = input.is_dir()
     if batch:
         if output.exists() and not output.is_dir():
@@ -115,7 +121,10 @@ def encode(
         if trace is not None:
             _check_output(trace, force)
     _set_threads(threads)
-    latent_model = load_model(model, quality, checkpoint, device=_device(device))
+    if goal is not None and quality is None and checkpoint is None:
+        latent_model = load_family(model, device=_device(device))  # the target chooses the quality
+    else:
+        latent_model = load_model(model, quality, checkpoint, device=_device(device))
     step_count = _steps(steps)
     config = RefinementConfig(method=method, steps=step_count, lr=lr, lmbda=lmbda, seed=seed,
                               evaluate_every=evaluate_every, variables=variables, time_budget=time_budget,
@@ -127,22 +136,41 @@ def encode(
     config.schedule = _schedule(method, config.proxy_options, tau_max, tau_rate, t0, tau_min, anneal_to,
                                 step_count) or schedule
     if not batch:
-        stats = _encode_file(input, output, latent_model, config, force, trace, progress, device)
+        stats = _encode_file(input, output, latent_model, config, force, trace, progress, device, goal)
         _report(stats, as_json)
         return
-    _encode_folder(input, output, latent_model, config, force, progress, device, as_json)
+    _encode_folder(input, output, latent_model, config, force, progress, device, as_json, goal)
+
+
+def _target(target_bytes, target_bpp, target_psnr, lmbda):
+    """The one target asked for, or None; refused with --lmbda or with another target."""
+    from .rate_control import Target
+
+    given = {kind: value for kind, value in (("bytes", target_bytes), ("bpp", target_bpp), ("psnr", target_psnr))
+             if value is not None}
+    if not given:
+        return None
+    if len(given) > 1:
+        raise LatentfitError(f"give one target, not {' and '.join('--target-' + k for k in given)}")
+    if lmbda is not None:
+        raise LatentfitError("a target chooses λ itself: leave out --lmbda")
+    (kind, value), = given.items()
+    return Target(kind, value)
 
 
 def _encode_file(input: Path, output: Path, latent_model, config, force: bool, trace: Optional[Path],
-                 progress: bool, device: str) -> dict:
+                 progress: bool, device: str, goal=None) -> dict:
     from .codec import encode as encode_image
     from .imageio import atomic_write_bytes, load_image
+    from .rate_control import TargetUnreachableError
 
     started = time.perf_counter()  # a --time-budget counts from here to the file on disk
     image = load_image(input)
     update, close = _progress_bar(progress and sys.stderr.isatty(), f"{config.method} {input.name}")
     try:
-        result = encode_image(image, latent_model, config, progress=update, started=started)
+        result = encode_image(image, latent_model, config, progress=update, started=started, target=goal)
+    except TargetUnreachableError as exc:
+        raise LatentfitError(f"{input}: {exc}") from None
     finally:
         close()
     writing = time.perf_counter()
@@ -161,16 +189,19 @@ def _encode_file(input: Path, output: Path, latent_model, config, force: bool, t
 def _report(stats: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(stats))
-    else:
-        typer.echo(
-            f"{stats['output']}: {stats['bytes']} bytes, {stats['bpp']:.4f} bpp, PSNR {stats['psnr']:.2f} dB "
-            f"(true loss {stats['true_loss_initial']:.4f} -> {stats['true_loss_final']:.4f}, "
-            f"{stats['method']}, {stats['steps_run']} steps, {stats['seconds']:.1f} s)"
-        )
+        return
+    head = f"{stats['output']}: {stats['bytes']} bytes, {stats['bpp']:.4f} bpp, PSNR {stats['psnr']:.2f} dB"
+    if "target" in stats:  # the true losses are at different λ: the target and where it landed say more
+        target = stats["target"]
+        typer.echo(f"{head} (target {target['kind']} {target['value']:g}: quality {stats['quality']}, "
+                   f"λ {stats['lmbda']:.5f}, {stats['method']}, {stats['steps_run']} steps, {stats['seconds']:.1f} s)")
+        return
+    typer.echo(f"{head} (true loss {stats['true_loss_initial']:.4f} -> {stats['true_loss_final']:.4f}, "
+               f"{stats['method']}, {stats['steps_run']} steps, {stats['seconds']:.1f} s)")
 
 
 def _encode_folder(folder: Path, outdir: Path, latent_model, config, force: bool, progress: bool, device: str,
-                   as_json: bool) -> None:
+                   as_json: bool, goal=None) -> None:
     """Encode every image of `folder` into `outdir`, skipping files a previous run completed."""
     from tqdm import tqdm
 
@@ -190,7 +221,7 @@ def _encode_folder(folder: Path, outdir: Path, latent_model, config, force: bool
                 from_bytes(target.read_bytes(), str(target))  # a damaged file is reported, not skipped
                 skipped += 1
                 continue
-            _report(_encode_file(path, target, latent_model, config, force, None, False, device), as_json)
+            _report(_encode_file(path, target, latent_model, config, force, None, False, device, goal), as_json)
     if skipped:
         typer.echo(f"latentfit: {skipped} of {len(images)} already encoded in {outdir}, skipped", err=True)
 
@@ -280,6 +311,34 @@ def decode(
     typer.echo(f"{output}: {stream.width}x{stream.height}", err=True)
 
 
+def _lmbda_axis(lmbda: Optional[str], scale: Optional[str]) -> tuple[Optional[float], list[str]]:
+    """`eval --lmbda` / `--lmbda-scale` -> (one λ for every cell or None, the λ axis entries)."""
+    from .evaluation.runner import lmbda_point
+
+    if lmbda is not None and scale is not None:
+        raise LatentfitError("give --lmbda or --lmbda-scale, not both")
+    if scale is not None:
+        entries = [v.strip() for v in scale.split(",") if v.strip()]
+        if not entries:
+            raise LatentfitError("--lmbda-scale needs at least one number")
+        points = [lmbda_point(f"x{_number(v, '--lmbda-scale'):g}") for v in entries]
+        return None, list(dict.fromkeys("" if float(p[1:]) == 1 else p for p in points))
+    if lmbda is None:
+        return None, [""]
+    entries = [v.strip() for v in lmbda.split(",") if v.strip()]
+    points = [lmbda_point(f"{_number(v, '--lmbda'):g}") for v in entries]
+    if len(points) == 1:
+        return float(points[0]), [""]
+    return None, list(dict.fromkeys(points))
+
+
+def _number(text: str, option: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise LatentfitError(f"{option} takes numbers, got '{text}'") from None
+
+
 def _read(path: Path) -> bytes:
     if not path.is_file():
         raise LatentfitError(f"{path}: no such file")
@@ -348,9 +407,13 @@ def evaluate(
     checkpoint: Optional[Path] = typer.Option(None, help="Evaluate the weights in this file (one quality, from its "
                                               "model card) instead of a named model."),
     quality: str = typer.Option("1,2,3,4", help="Comma-separated qualities."),
-    method: str = typer.Option("none,sga+ssl", help="Comma-separated methods."),
+    method: str = typer.Option("none,sga+ssl", help="Comma-separated methods, each with options if any: "
+                               "sga+ssl3:a=1.4:power=1.4."),
     steps: str = typer.Option("500", help="Comma-separated step counts."),
-    lmbda: Optional[float] = typer.Option(None),
+    lmbda: Optional[str] = typer.Option(None, help="λ of every cell; with several (comma-separated), a λ axis of "
+                                        "absolute values."),
+    lmbda_scale: Optional[str] = typer.Option(None, help="λ axis as multiples of each model's own λ, e.g. 0.5,1,2 "
+                                              "(one curve per entry; with one quality, one curve along λ)."),
     lr: float = typer.Option(5e-3, help="Adam lr (default: the papers' protocol)."),
     lr_schedule: str = typer.Option("constant", help="constant (the papers') or cosine (latentfit's default)."),
     schedule: str = typer.Option("papers", help="papers (each method's published τ schedule) or budget "
@@ -373,7 +436,7 @@ def evaluate(
 
     from .evaluation.runner import EvalConfig, run_evaluation, summarise
     from .refine import RefinementConfig
-    from .relaxations import get_proxy
+    from .relaxations import parse_method
 
     size = None
     if crop:
@@ -384,7 +447,7 @@ def evaluate(
             raise LatentfitError(f"--crop takes WxH, got '{crop}'") from None
     methods = [m.strip() for m in method.split(",") if m.strip()]
     for name in methods:
-        get_proxy(name)
+        parse_method(name)
     RefinementConfig(lr=lr, lr_schedule=lr_schedule, schedule=schedule)  # refuses bad settings before any work
     _set_threads(threads)
     qualities = _int_list(quality, "--quality")
@@ -392,9 +455,10 @@ def evaluate(
         from .models.registry import load_checkpoint
 
         qualities = [load_checkpoint(checkpoint).quality]  # refuses a missing or unreadable file before any work
+    single_lmbda, points = _lmbda_axis(lmbda, lmbda_scale)
     config = EvalConfig(datasets=[str(d) for d in datasets], model=model, qualities=qualities,
-                        checkpoint=str(checkpoint) if checkpoint else None,
-                        methods=methods, steps=_int_list(steps, "--steps"), lmbda=lmbda, lr=lr, crop=size,
+                        checkpoint=str(checkpoint) if checkpoint else None, lmbda_points=points,
+                        methods=methods, steps=_int_list(steps, "--steps"), lmbda=single_lmbda, lr=lr, crop=size,
                         lr_schedule=lr_schedule, schedule=schedule,
                         limit=limit, seed=seed, classical=[c.strip() for c in classical.split(",") if c.strip()])
     bar = tqdm(desc="eval", unit="cell", disable=not (progress and sys.stderr.isatty()), file=sys.stderr)

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from . import bitstream
 from .bitstream import Bitstream, BitstreamError
+from .errors import LatentfitError
 from .imageio import LoadedImage, to_uint8
 from .metrics import bits_per_pixel, ms_ssim, psnr
 from .models.adapter import LatentModel
 from .refine import ENCODE_TAIL_EVALUATIONS, RefinementConfig, RefinementResult, refine_latents
+
+if TYPE_CHECKING:
+    from .rate_control import Target
 
 
 #: Pillow modes whose decoded output is written back as a grayscale image.
@@ -36,31 +40,56 @@ class EncodeResult:
 
 def encode(
     image: LoadedImage,
-    model: LatentModel,
+    model: LatentModel | Sequence[LatentModel],
     config: RefinementConfig | None = None,
     progress: Callable | None = None,
     started: float | None = None,
+    target: "Target | None" = None,
 ) -> EncodeResult:
     """Encode `image` with `model`, refining its latents as `config` says (default: sga+ssl, 500 steps).
 
     `config.time_budget` bounds this whole call, counted from `started` (a `time.perf_counter()`
     value; default: now; the CLI passes the moment it began reading the image): refinement stops
     early enough that entropy coding, the check decode and the metrics fit too.
+
+    `target` (`latentfit.Target("bytes", 40_000)`, `"bpp"`, or `"psnr"`) asks for a file size or a
+    quality instead: `model` may then be a family (`load_family()`, every quality of a model), and
+    the quality and λ are chosen to meet it (`latentfit.rate_control`).
     """
+    if target is not None:
+        from .rate_control import encode_to_target
+
+        return encode_to_target(image, model, target, config, progress, started)
+    if not isinstance(model, LatentModel):
+        raise LatentfitError("encode takes one model, or a family of models together with a target")
     config = config or RefinementConfig()
     started = time.perf_counter() if started is None else started
     began = time.perf_counter()
     result = refine_latents(model, image.tensor, config, progress=progress,  # pads to the stride itself
                             clock_started=started, reserve_evaluations=ENCODE_TAIL_EVALUATIONS)
     coding_started = time.perf_counter()
-    strings, shapes, index_checksum = model.compress(result.latents)
-    stream = Bitstream(
-        model_name=model.name, quality=model.quality, digest=model.digest, height=image.height,
-        width=image.width, latent_shapes=shapes, strings=strings, grayscale=image.source_mode in GRAYSCALE_MODES, index_checksum=index_checksum,
-    )
-    data = bitstream.to_bytes(stream)
+    stream, data = entropy_code(image, model, result.latents)
     check_started = time.perf_counter()
     decoded = decode_stream(stream, model)
+    stats = encode_stats(image, model, config, result, data, decoded, started, began, coding_started, check_started)
+    return EncodeResult(data, stream, result, decoded, stats)
+
+
+def entropy_code(image: LoadedImage, model: LatentModel, latents) -> tuple[Bitstream, bytes]:
+    """The `.lfc` stream of `latents` for `image` and its bytes: what the file will hold."""
+    strings, shapes, index_checksum = model.compress(latents)
+    stream = Bitstream(
+        model_name=model.name, quality=model.quality, digest=model.digest, height=image.height, width=image.width,
+        latent_shapes=shapes, strings=strings, grayscale=image.source_mode in GRAYSCALE_MODES,
+        index_checksum=index_checksum,
+    )
+    return stream, bitstream.to_bytes(stream)
+
+
+def encode_stats(image: LoadedImage, model: LatentModel, config: RefinementConfig, result: RefinementResult,
+                 data: bytes, decoded: np.ndarray, started: float, began: float, coding_started: float,
+                 check_started: float) -> dict:
+    """What `encode --json` reports: the file's real size and quality, the refinement, the time parts."""
     reference = to_uint8(image.tensor)
     size = len(data)
     stats = {
@@ -99,7 +128,7 @@ def encode(
         "check_seconds": finished - check_started,
         "notes": list(image.notes),
     }
-    return EncodeResult(data, stream, result, decoded, stats)
+    return stats
 
 
 def check_stream_matches(stream: Bitstream, model: LatentModel, source: str = "bitstream") -> None:

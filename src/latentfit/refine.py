@@ -227,6 +227,7 @@ def optimise(
     step_offset: int = 0,
     total_steps: int | None = None,
     eval_seconds: float = 0.0,
+    steer=None,
 ) -> Outcome:
     """Adam on `problem.variables` against the proxy loss; the true loss every `evaluate_every`
     steps; returns the best iterate by true loss (the start, `initial`, if nothing beats it).
@@ -287,6 +288,8 @@ def optimise(
             stale = 0 if improved else stale + 1
             if true.loss < best.loss:
                 best, best_variables, best_step = true, problem.snapshot(), step
+            if steer is not None:
+                steer.observe(step, true, problem)
             record = TraceRecord(step + step_offset, tau, proxy_loss.item(), true.loss, true.bpp, true.psnr,
                                  time.perf_counter() - started)
             if config.record_trace:
@@ -345,6 +348,7 @@ def refine_latents(
     progress: Callable[[int, int, TraceRecord | None], None] | None = None,
     clock_started: float | None = None,
     reserve_evaluations: float = 0.0,
+    steer=None,
 ) -> RefinementResult:
     """Refine the latents of image `x` (1, 3, H, W) in [0, 1] for `model`.
 
@@ -355,6 +359,9 @@ def refine_latents(
     call's start) and leaves `reserve_evaluations` true-loss evaluations' worth of time unused, for the
     caller's work after refinement (`encode` reserves `ENCODE_TAIL_EVALUATIONS`). A budget too small
     for one step returns the encoder's latents with `stopped_by="time_budget"`.
+
+    `steer`: rate control's `Steering` (`latentfit.rate_control`), which moves λ while the run goes on
+    and keeps its own candidates; it needs the whole image (no tiles).
     """
     config = config or RefinementConfig()
     proxy: QuantizationProxy = get_proxy(config.method, **config.proxy_options)
@@ -382,13 +389,16 @@ def refine_latents(
     deadline = None
     if config.time_budget is not None:
         deadline = clock_started + config.time_budget - reserve_evaluations * eval_seconds
-    if tile is not None and proxy.refines:
+    if tile is not None and proxy.refines and steer is None:
         from .tiling import refine_tiles
 
         return refine_tiles(model, x, initial_latents, initial, config, proxy, lmbda, generator, tile, started,
                             deadline, eval_seconds, progress)
 
-    outcome = optimise(problem, initial, config, proxy, generator, deadline, progress, eval_seconds=eval_seconds)
+    if steer is not None and proxy.refines:
+        steer.observe(0, initial, problem)  # the encoder's own latents are a candidate too
+    outcome = optimise(problem, initial, config, proxy, generator, deadline, progress, eval_seconds=eval_seconds,
+                       steer=steer)
     first = TraceRecord(0, temperature_schedule(config, proxy, planned_steps(config))(0), float("nan"),
                         initial.loss, initial.bpp, initial.psnr, 0.0)
     return RefinementResult(

@@ -36,6 +36,31 @@ def get_proxy(name: str, **options) -> "QuantizationProxy":
     return cls(**accepted)
 
 
+def parse_method(spec: str) -> tuple[str, dict]:
+    """`name` or `name:key=value[:key=value...]` (e.g. `sga+ssl3:a=1.4:power=1.4`) -> the method's
+    name and its options; an unknown method, an option it does not take or a non-number is an error."""
+    name, _, rest = spec.strip().partition(":")
+    cls = PROXIES.get(name)
+    if cls is None:
+        raise LatentfitError(f"unknown method '{name}' (known: {', '.join(PROXIES)})")
+    options: dict = {}
+    for item in filter(None, rest.split(":")):
+        key, equals, value = (part.strip() for part in item.partition("="))
+        if not equals or not key:
+            raise LatentfitError(f"method option '{item}' is not key=value (in '{spec}')")
+        if key not in cls.options:
+            takes = ", ".join(cls.options) or "none"
+            raise LatentfitError(f"method {name} has no option '{key}' (its options: {takes}; in '{spec}')")
+        if value.lower() in ("true", "false"):
+            options[key] = value.lower() == "true"
+            continue
+        try:
+            options[key] = float(value)
+        except ValueError:
+            raise LatentfitError(f"method option {key} must be a number, got '{value}' (in '{spec}')") from None
+    return name, options
+
+
 def _uniform(v: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.rand(v.shape, generator=generator, device=v.device, dtype=v.dtype)
 

@@ -26,6 +26,7 @@ from ..errors import LatentfitError
 from ..imageio import LoadedImage, atomic_write_bytes, list_images, load_image, to_uint8
 from ..models.registry import load_model
 from ..refine import RefinementConfig, schedule_constants
+from ..relaxations import parse_method
 from .bdrate import bd_psnr, bd_rate, quality_overlap
 from .classical import SWEEP_LEVELS, is_classical, parse_spec, sweep
 from .references import references_for
@@ -53,6 +54,9 @@ class EvalConfig:
     seed: int = 0
     evaluate_every: int = 10
     classical: list[str] = field(default_factory=list)
+    #: The λ axis: "" (each model's own λ, or `lmbda`), "x0.5" (a multiple of the model's own λ) or
+    #: "0.0049" (that λ). `none` runs once, at "": its file does not depend on λ.
+    lmbda_points: list[str] = field(default_factory=lambda: [""])
     #: torch threads per cell (0: leave as is in-process; Ray tasks use 1).
     threads: int = 0
 
@@ -77,10 +81,32 @@ class Cell:
     quality: int
     method: str
     steps: int
+    lmbda_point: str = ""  # see EvalConfig.lmbda_points
 
     @property
     def key(self) -> str:
-        return f"{self.image}|q{self.quality}|{self.method}|{self.steps}"
+        return f"{self.image}|q{self.quality}|{self.method}|{self.steps}" + (f"|λ{self.lmbda_point}" if self.lmbda_point else "")
+
+
+def lmbda_point(text: str) -> str:
+    """A λ axis entry, checked: "" / "x<multiple>" / "<λ>", both numbers > 0."""
+    text = text.strip()
+    number = text[1:] if text.startswith("x") else text
+    if text:
+        try:
+            ok = float(number) > 0 and math.isfinite(float(number))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise LatentfitError(f"λ axis entry must be a positive number or x<multiple>, got '{text}'")
+    return text
+
+
+def resolve_lmbda(point: str, model_lmbda: float, default: float | None) -> float | None:
+    """The λ a cell refines at: its axis entry's, else `default` (EvalConfig.lmbda; None: the model's)."""
+    if not point:
+        return default
+    return model_lmbda * float(point[1:]) if point.startswith("x") else float(point)
 
 
 def center_crop(image: LoadedImage, crop: tuple[int, int] | None) -> LoadedImage:
@@ -105,7 +131,8 @@ def cells(config: EvalConfig) -> Iterator[tuple[Cell, Path]]:
         for quality in config.qualities:
             for method in config.methods:
                 for steps in [0] if method == "none" else config.steps:
-                    yield Cell(f"{Path(path).parent.name}/{path.name}", quality, method, steps), path
+                    for point in [""] if method == "none" else config.lmbda_points:
+                        yield Cell(f"{Path(path).parent.name}/{path.name}", quality, method, steps, point), path
     for spec in config.classical:  # after the learned cells, whose PSNR range each image's sweep brackets
         for path in images:
             for level in range(SWEEP_LEVELS):
@@ -177,12 +204,17 @@ def evaluate_cell(config: EvalConfig, cell: Cell, path: str, device: str = "cpu"
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()  # one model at a time bounds a worker's memory
         _MODEL_CACHE[key] = eval_model(config, cell.quality, device)
-    refinement = RefinementConfig(method=cell.method, steps=cell.steps, lr=config.lr, lmbda=config.lmbda,
+    method, proxy_options = parse_method(cell.method)
+    model = _MODEL_CACHE[key]
+    lmbda = resolve_lmbda(cell.lmbda_point, model.lmbda, config.lmbda)
+    refinement = RefinementConfig(method=method, proxy_options=proxy_options, steps=cell.steps, lr=config.lr, lmbda=lmbda,
                                   seed=config.seed, evaluate_every=config.evaluate_every,
                                   lr_schedule=config.lr_schedule, schedule=config.schedule)
-    result = encode(image, _MODEL_CACHE[key], refinement)
+    result = encode(image, model, refinement)
+    # the method as the grid names it (with its options, e.g. sga+ssl3:a=1.4), not only the proxy's name
     record = {"cell": cell.key, "config_id": config.identity()} | asdict(cell) | result.stats | {
-        "device": device, "trace": result.refinement.trace_dicts()}
+        "method": cell.method, "proxy_options": proxy_options, "device": device,
+        "trace": result.refinement.trace_dicts()}
     return record, result.data
 
 
@@ -296,7 +328,8 @@ def run_evaluation(config: EvalConfig, results_dir: str | os.PathLike, device: s
     with open(results_dir / "cells.jsonl", "a") as journal:
         for record, data in source:
             if data is not None:
-                cell = Cell(record["image"], record["quality"], record["method"], record["steps"])
+                cell = Cell(record["image"], record["quality"], record["method"], record["steps"],
+                            record.get("lmbda_point", ""))
                 atomic_write_bytes(cell_file(results_dir, cell), data, force=True)
             _append(journal, record)
             done[record["cell"]] = record
@@ -366,6 +399,33 @@ def mean_points(by_quality: dict[int, list[dict]], images: set[str]) -> list[tup
     return list(zip(mean_curve(by_quality, images, "bpp"), mean_curve(by_quality, images, "psnr")))
 
 
+def lmbda_curves(records: list[dict]) -> set[tuple]:
+    """The (model, method, steps) whose curve runs along the λ axis: one quality, several λ entries (a
+    model refined at other λ). The others run along the qualities, one curve per λ entry."""
+    shapes: dict[tuple, tuple[set, set]] = defaultdict(lambda: (set(), set()))
+    for r in records:
+        qualities, points = shapes[(r["model"], r["method"], r["steps"])]
+        qualities.add(r["quality"])
+        points.add(r.get("lmbda_point", ""))
+    return {key for key, (qualities, points) in shapes.items() if len(qualities) == 1 and len(points) > 1}
+
+
+def curve_key(record: dict, along: set[tuple]) -> tuple:
+    """(model, method, steps) of the curve `record` belongs to; `steps` carries the λ entry as
+    "500|λx0.5" when curves are per λ entry, or "500|λ-q2" for quality 2's curve along λ."""
+    point, steps = record.get("lmbda_point", ""), record["steps"]
+    if (record["model"], record["method"], steps) in along:
+        steps = f"{steps}|λ-q{record['quality']}"
+    elif point:
+        steps = f"{steps}|λ{point}"
+    return record["model"], record["method"], steps
+
+
+def curve_position(record: dict, along: set[tuple]) -> float:
+    """Where `record` sits on its curve: its quality, or on a curve along λ, the λ it ran at."""
+    return record["lmbda"] if (record["model"], record["method"], record["steps"]) in along else record["quality"]
+
+
 def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
     """Write one CompressAI-format JSON per (model, method, steps), `bd_rates.json` against `none`,
     `summary.md` (the same as Markdown tables, with early convergence from the traces) and the plots.
@@ -374,18 +434,20 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
     over the images both have finished, so a partial run gives fewer images, never mixed ones."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    groups: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[tuple, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    along = lmbda_curves(records)
     for record in records:
-        groups[(record["model"], record["method"], record["steps"])][record["quality"]].append(record)
+        groups[curve_key(record, along)][curve_position(record, along)].append(record)
     curves, complete = {}, {}
     for (model, method, steps), by_quality in sorted(groups.items()):
         complete[(model, method, steps)] = images = complete_images(by_quality)
         if not images:
             continue
-        name = f"{model}-{method}-{steps}"
+        name = f"{model}-{method}-{steps}".replace("|λ", "-lambda").replace("|", "-")
+        axis = "lmbda" if "|λ" in str(steps) else "quality"
         document = {"name": name, "description": f"latentfit {method}, {steps} steps, on {model}",
                     "images": len(images),
-                    "results": {"quality": sorted(by_quality)} | {
+                    "results": {axis: sorted(by_quality)} | {
                         column: mean_curve(by_quality, images, key) for column, key in
                         [("bpp", "bpp"), ("psnr-rgb", "psnr"), ("ms-ssim-rgb", "ms_ssim"), ("encoding_time", "seconds")]}}
         atomic_write_bytes(results_dir / f"{name}.json", json.dumps(document, indent=2).encode(), force=True)
@@ -418,7 +480,7 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
                           "images": len(images), "left_out": left_out})
     atomic_write_bytes(results_dir / "bd_rates.json", json.dumps(table, indent=2).encode(), force=True)
     # seconds per cell and the convergence figures, like the curves, count only finished images
-    finished = [r for r in records if r.get("image") in complete[(r["model"], r["method"], r["steps"])]]
+    finished = [r for r in records if r.get("image") in complete[curve_key(r, along)]]
     atomic_write_bytes(results_dir / "summary.md", markdown_summary(finished, table).encode(), force=True)
     labelled = {(f"{m} {meth} {st}" if meth != m else m): c for (m, meth, st), c in curves.items()}
     rd_plot(labelled, results_dir / "rd.png", references=references_for(records))

@@ -193,3 +193,19 @@ def load_model(name: str | None = None, quality: int | None = None, checkpoint: 
         raise LatentfitError(f"model {name} has no quality {quality} (available: {qualities})")
     known = sorted({n for n, _ in bundled} | set(ARCHITECTURES))
     raise LatentfitError(f"unknown model '{name}' (known: {', '.join(known)})")
+
+
+def load_family(name: str | None = None, device: str | torch.device = "cpu") -> list[LatentModel]:
+    """Every quality of model `name` available here (default: the bundled model), lowest λ first: what
+    rate control (`encode(..., target=...)`) chooses from."""
+    name = name or DEFAULT_MODEL
+    qualities = sorted({s.quality for s in bundled_models() if s.name == name})
+    if not qualities and name in ARCHITECTURES:
+        qualities = [s.quality for s in zoo_models() if s.name == name and s.available]
+        if not qualities:
+            raise ModelNotAvailableError(f"no quality of {name} is in the torch hub cache ({zoo_cache_dir()}); "
+                                         f"place its weights there or use the bundled model '{BUNDLED_NAME}'")
+    if not qualities:
+        known = sorted({s.name for s in bundled_models()} | set(ARCHITECTURES))
+        raise LatentfitError(f"unknown model '{name}' (known: {', '.join(known)})")
+    return sorted((load_model(name, q, device=device) for q in qualities), key=lambda m: m.lmbda)

@@ -1,0 +1,383 @@
+"""Rate control: encode to a file size, a bitrate or a quality instead of a fixed λ.
+
+A target is met by one refinement run whose λ is steered while it runs (the latents and Adam's
+state carry over from one λ to the next; nothing restarts from the plain encoder):
+
+1. every model of the family (its qualities) encodes the image plainly, once; these points give the
+   image's own R-D curve over λ, the reachable range (targets far outside it are refused before any
+   refinement), the quality to refine (the one whose training λ is nearest the λ the curve predicts
+   for the target) and the starting λ;
+2. at every true-loss evaluation `Steering` moves λ by the remaining error over the curve's local
+   slope, aiming a little inside the target, and keeps the iterates that look feasible;
+3. the real file decides: candidates are entropy-coded (and, for a PSNR target, decoded) best
+   first until one meets the target, so the guarantee is checked on the bytes that are written.
+
+Guarantees: the file is never larger than a bytes/bpp target and its decoded PSNR never below a
+PSNR target; an unreachable target raises `TargetUnreachableError` naming the image's range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .errors import LatentfitError
+from .imageio import LoadedImage, pad_to_multiple, to_uint8
+from .metrics import psnr
+from .models.adapter import LatentModel, Latents
+from .refine import ENCODE_TAIL_EVALUATIONS, RefinementConfig, TrueLoss, refine_latents
+
+#: The kinds of target, as the CLI spells them (`--target-bytes`, `--target-bpp`, `--target-psnr`).
+TARGET_KINDS = ("bytes", "bpp", "psnr")
+#: λ is searched within [λ_lowest / LAMBDA_REACH, λ_highest · LAMBDA_REACH] of the family's models.
+LAMBDA_REACH = 4.0
+#: Steering aims this far inside the target (relative for sizes, dB for PSNR), so that the iterates
+#: near the end of the run mostly meet it.
+SIZE_MARGIN = 0.006
+PSNR_MARGIN = 0.03
+#: Share of the remaining error corrected at each evaluation (an integral controller's gain).
+GAIN = 0.6
+#: How strongly a refinement's iterate follows a change of λ within the run, relative to the plain
+#: curve's slope across models (which changes the transforms too, not only the latents).
+RESPONSE = 0.3
+#: At most this factor of change of λ per evaluation.
+MAX_LAMBDA_STEP = 2.0
+#: Without two plain points, the slopes of the bundled models' Kodak curves: ln bytes and PSNR (dB)
+#: per ln λ.
+PRIOR_SLOPE = {"size": 0.65, "psnr": 2.9}
+#: Where refinement at a model's own λ moves its file from the plain encoder's: ln bytes and PSNR (dB);
+#: the medians over the 24 Kodak crops of `sga+ssl` (results/kodak-256: +0.6 to +1.1 dB, bytes within
+#: ±7 %). Used to predict the starting λ (and so the quality) for the refined file.
+REFINED_SHIFT = {"size": 0.0, "psnr": 0.9}
+#: What refinement at the end of the λ range may still win beyond the extrapolated plain curve, used
+#: only to refuse targets before any work: sizes down to this fraction, PSNR up by this many dB.
+REFUSE_SIZE_FRACTION = 0.6
+REFUSE_PSNR_MARGIN = 1.5
+#: Candidates kept for the final check, best first.
+CANDIDATES = 6
+
+
+class TargetUnreachableError(LatentfitError):
+    """The target lies outside what the models can reach on this image."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """`kind` is "bytes" (file size), "bpp" (file size / pixels) or "psnr" (dB of the decoded file)."""
+
+    kind: str
+    value: float
+
+    def __post_init__(self):
+        if self.kind not in TARGET_KINDS:
+            raise LatentfitError(f"unknown target kind '{self.kind}' (use {', '.join(TARGET_KINDS)})")
+        if not (isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value > 0):
+            raise LatentfitError(f"--target-{self.kind} must be a positive number, got {self.value!r}")
+
+    @property
+    def is_size(self) -> bool:
+        return self.kind != "psnr"
+
+    def size_limit(self, height: int, width: int) -> int:
+        """The largest file (bytes) a size target allows for an image of this size."""
+        return int(self.value) if self.kind == "bytes" else int(math.floor(self.value * height * width / 8))
+
+    def met(self, size: int, quality: float, height: int, width: int) -> bool:
+        return size <= self.size_limit(height, width) if self.is_size else quality >= self.value
+
+    def option(self) -> str:
+        return f"--target-{self.kind} {self.value:g}"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "value": self.value}
+
+
+def _interpolate(xs: Sequence[float], ys: Sequence[float], x: float, slope: float) -> float:
+    """Piecewise-linear y(x) through the points (xs ascending), extended beyond them by the end
+    segments (or `slope` through a single point)."""
+    if len(xs) == 1:
+        return ys[0] + slope * (x - xs[0])
+    i = int(np.clip(np.searchsorted(xs, x) - 1, 0, len(xs) - 2))
+    return ys[i] + (ys[i + 1] - ys[i]) / (xs[i + 1] - xs[i]) * (x - xs[i])
+
+
+@dataclass
+class PlainPoint:
+    """One model's plain encode of the image: the ideal size (bytes, with the calibrated header and
+    coder overhead) and the PSNR at its own λ."""
+
+    model: LatentModel
+    size: float
+    psnr: float
+
+    @property
+    def log_lmbda(self) -> float:
+        return math.log(self.model.lmbda)
+
+
+@dataclass
+class Curve:
+    """The image's plain R-D curve over ln λ: `metric(ln λ)` is ln bytes (size targets) or PSNR."""
+
+    points: list[PlainPoint]
+    is_size: bool
+
+    def value(self, point: PlainPoint) -> float:
+        return math.log(point.size) if self.is_size else point.psnr
+
+    def at(self, log_lmbda: float) -> float:
+        xs = [p.log_lmbda for p in self.points]
+        return _interpolate(xs, [self.value(p) for p in self.points], log_lmbda, self.prior_slope)
+
+    @property
+    def prior_slope(self) -> float:
+        return PRIOR_SLOPE["size" if self.is_size else "psnr"]
+
+    def slope(self, log_lmbda: float) -> float:
+        """d metric / d ln λ near `log_lmbda`, kept within a factor 3 of the prior."""
+        if len(self.points) == 1:
+            return self.prior_slope
+        h = 0.05
+        raw = (self.at(log_lmbda + h) - self.at(log_lmbda - h)) / (2 * h)
+        return float(np.clip(raw, self.prior_slope / 3, self.prior_slope * 3))
+
+    def solve(self, goal: float, low: float, high: float) -> float:
+        """ln λ in [low, high] where the curve reaches `goal` (bisection; the curve rises with λ)."""
+        for _ in range(60):
+            mid = (low + high) / 2
+            low, high = (mid, high) if self.at(mid) < goal else (low, mid)
+        return (low + high) / 2
+
+
+@dataclass
+class Candidate:
+    score: float  # higher is better: PSNR for size targets, −size for PSNR targets
+    step: int
+    lmbda: float
+    latents: Latents
+    true: TrueLoss
+    size: float
+    psnr: float
+
+
+@dataclass
+class Steering:
+    """Moves the problem's λ at each true-loss evaluation towards the target and keeps the iterates
+    that look feasible (by the ideal size plus the calibrated overhead, or the true PSNR)."""
+
+    target: Target
+    curve: Curve
+    goal: float  # the metric steered to (a margin inside the target)
+    limit: float  # the metric's feasibility bound (from the target itself)
+    log_low: float
+    log_high: float
+    pixels: int
+    overhead: float
+    lmbdas: list[float] = field(default_factory=list)
+    #: (step, λ in force, estimated size, true PSNR) at each evaluation.
+    history: list[tuple[int, float, float, float]] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
+    closest: Candidate | None = None
+
+    def size_of(self, true: TrueLoss) -> float:
+        return true.bpp * self.pixels / 8 + self.overhead
+
+    def metric(self, true: TrueLoss) -> float:
+        return math.log(self.size_of(true)) if self.target.is_size else true.psnr
+
+    def observe(self, step: int, true: TrueLoss, problem) -> None:
+        metric = self.metric(true)
+        self.history.append((step, problem.lmbda, self.size_of(true), true.psnr))
+        feasible = metric <= self.limit if self.target.is_size else metric >= self.limit
+        score = true.psnr if self.target.is_size else -self.size_of(true)
+        candidate = Candidate(score, step, problem.lmbda, problem.latents(problem.snapshot()).detach(), true,
+                              self.size_of(true), true.psnr)
+        if feasible:
+            self.candidates.append(candidate)
+            self.candidates.sort(key=lambda c: -c.score)
+            del self.candidates[CANDIDATES:]
+        # the most nearly feasible iterate, for when none is feasible
+        distance = (metric - self.limit) if self.target.is_size else (self.limit - metric)
+        if self.closest is None or distance < self.closest.score:
+            self.closest = dataclasses.replace(candidate, score=distance)
+        if step == 0:
+            return  # the encoder's latents: the starting λ already allows for where they are
+        log_lmbda = math.log(problem.lmbda)
+        change = GAIN * (self.goal - metric) / (self.curve.slope(log_lmbda) * RESPONSE)
+        change = float(np.clip(change, -math.log(MAX_LAMBDA_STEP), math.log(MAX_LAMBDA_STEP)))
+        problem.lmbda = math.exp(float(np.clip(log_lmbda + change, self.log_low, self.log_high)))
+        self.lmbdas.append(problem.lmbda)
+
+
+def _plain_point(model: LatentModel, x: torch.Tensor, overhead: float) -> tuple[PlainPoint, Latents]:
+    with torch.no_grad():
+        latents = model.analysis(pad_to_multiple(x.to(model.device), model.stride))
+        terms = model.true_rate_distortion(latents, x.to(model.device), model.lmbda)
+    pixels = x.shape[-2] * x.shape[-1]
+    return PlainPoint(model, terms.bpp * pixels / 8 + overhead, terms.psnr), latents
+
+
+def _lmbda_range(models: Sequence[LatentModel]) -> tuple[float, float]:
+    lmbdas = [m.lmbda for m in models]
+    return math.log(min(lmbdas) / LAMBDA_REACH), math.log(max(lmbdas) * LAMBDA_REACH)
+
+
+def _describe_range(target: Target, low: float, high: float, image: LoadedImage) -> str:
+    if target.kind == "bytes":
+        return f"{low:,.0f} to {high:,.0f} bytes"
+    if target.kind == "bpp":
+        pixels = image.height * image.width
+        return f"{low * 8 / pixels:.3f} to {high * 8 / pixels:.3f} bpp"
+    return f"{low:.2f} to {high:.2f} dB"
+
+
+def _unreachable(target: Target, image: LoadedImage, low: float, high: float, models, how: str):
+    qualities = sorted(m.quality for m in models)
+    span = f"quality {qualities[0]}" if len(qualities) == 1 else f"qualities {qualities[0]}-{qualities[-1]}"
+    return TargetUnreachableError(
+        f"{target.option()} is out of reach for this {image.width}x{image.height} image with "
+        f"{models[0].name} ({span}): {how} {_describe_range(target, low, high, image)}")
+
+
+def encode_to_target(image: LoadedImage, models: LatentModel | Sequence[LatentModel], target: Target,
+                     config: RefinementConfig | None = None, progress: Callable | None = None,
+                     started: float | None = None):
+    """Encode `image` so that its file meets `target`, choosing the model (from `models`, qualities of
+    one family; a single model fixes the quality) and the λ of its refinement. Returns `EncodeResult`
+    whose stats add `target`, `achieved`, `lmbda_probes` and `real_encodes`."""
+    from .codec import EncodeResult, decode_stream, encode_stats, entropy_code
+
+    config = config or RefinementConfig()
+    started = time.perf_counter() if started is None else started
+    models = [models] if isinstance(models, LatentModel) else sorted(models, key=lambda m: m.lmbda)
+    if not models:
+        raise LatentfitError("a target needs at least one model")
+    if config.lmbda is not None:
+        raise LatentfitError("a target chooses λ itself: leave out lmbda (--lmbda)")
+    if config.patience is not None:
+        raise LatentfitError("a target steers λ during the run, so a plateau is not defined: leave out patience")
+    if isinstance(config.tile, int):
+        raise LatentfitError("a target refines the whole image: leave out tile (--tile none or auto)")
+    from .relaxations import get_proxy
+
+    refines = get_proxy(config.method, **config.proxy_options).refines
+    height, width = image.height, image.width
+    pixels = height * width
+    x = image.tensor
+    began = time.perf_counter()
+    real_encodes = 0
+
+    # 1. the plain points, and the header + coder overhead calibrated on one real file
+    middle = models[len(models) // 2]
+    point, latents = _plain_point(middle, x, 0.0)
+    _, data = entropy_code(image, middle, latents)
+    real_encodes += 1
+    overhead = len(data) - point.size
+    points = [_plain_point(m, x, overhead)[0] for m in models]
+    curve = Curve(points, target.is_size)
+    log_low, log_high = _lmbda_range(models)
+
+    if target.is_size:
+        limit = target.size_limit(height, width)
+        if limit <= overhead:
+            raise _unreachable(target, image, *_plain_range(curve, log_low, log_high, refines), models,
+                               "its files range from about")
+        goal_value, limit_value = math.log(limit * (1 - SIZE_MARGIN)), math.log(limit)
+    else:
+        goal_value, limit_value = target.value + PSNR_MARGIN, target.value
+    low, high = _plain_range(curve, log_low, log_high, refines)
+    reach = low * REFUSE_SIZE_FRACTION if target.is_size else high + REFUSE_PSNR_MARGIN
+    if (target.is_size and limit < reach) or (not target.is_size and target.value > reach):
+        raise _unreachable(target, image, low, high, models, "its files range from about")
+
+    if not refines:
+        result = _best_plain(image, models, target, points, config, started, real_encodes)
+        if result is None:
+            raise _unreachable(target, image, *_plain_range(curve, log_low, log_high, False), models,
+                               "without refinement its files range from")
+        return result
+
+    # 2. the quality whose λ is nearest the λ the plain curve predicts, and steering from there
+    shift = REFINED_SHIFT["size" if target.is_size else "psnr"]
+    log_start = curve.solve(goal_value - shift, log_low, log_high)
+    model = min(models, key=lambda m: abs(math.log(m.lmbda) - log_start))
+    steering = Steering(target, curve, goal_value, limit_value, log_low, log_high, pixels, overhead)
+    run_config = dataclasses.replace(config, lmbda=math.exp(log_start), tile=None)
+    result = refine_latents(model, x, run_config, progress=progress, clock_started=started,
+                            reserve_evaluations=ENCODE_TAIL_EVALUATIONS, steer=steering)
+
+    # 3. the real file decides: candidates best first, then the iterate nearest the target
+    coding_started = time.perf_counter()
+    reference = to_uint8(image.tensor)
+    tried = list(steering.candidates) + ([steering.closest] if steering.closest else [])
+    chosen, sizes = None, []
+    for candidate in tried:
+        stream, data = entropy_code(image, model, candidate.latents)
+        real_encodes += 1
+        sizes.append(len(data))
+        if target.is_size and len(data) > limit:
+            continue
+        check_started = time.perf_counter()
+        decoded = decode_stream(stream, model)
+        if target.met(len(data), psnr(reference, decoded), height, width):
+            chosen = candidate
+            break
+    if chosen is None:
+        # refinement ended just outside the target: a plain file of another quality that meets it
+        fallback = _best_plain(image, models, target, points, config, started, real_encodes, skip_unlikely=True)
+        if fallback is not None:
+            fallback.stats |= {"fallback": "plain", "steps_run": result.steps_run}
+            return fallback
+        best = (f"the smallest file refinement made was {min(sizes):,} bytes" if target.is_size else
+                f"the best PSNR refinement reached was {max(c.psnr for c in tried):.2f} dB")
+        raise _unreachable(target, image, low, high, models, f"{best}; its files range from about")
+    result = dataclasses.replace(result, latents=chosen.latents, final=chosen.true, best_step=chosen.step,
+                                 lmbda=chosen.lmbda)
+    stats = encode_stats(image, model, config, result, data, decoded, started, began, coding_started, check_started)
+    stats |= {
+        "target": target.to_dict() | ({"bytes": limit} if target.is_size else {}),
+        "achieved": {"bytes": len(data), "bpp": stats["bpp"], "psnr": stats["psnr"]},
+        "lmbda_start": math.exp(log_start),
+        "lmbda_probes": len(set(steering.lmbdas)) + 1,
+        "real_encodes": real_encodes,
+    }
+    return EncodeResult(data, stream, result, decoded, stats)
+
+
+def _plain_range(curve: Curve, log_low: float, log_high: float, refines: bool) -> tuple[float, float]:
+    """The metric's range over the λ range (plain curve, extended; without refinement, the plain
+    points themselves): sizes in bytes, or PSNR in dB."""
+    if refines:
+        ends = [curve.at(log_low), curve.at(log_high)]
+    else:
+        ends = [curve.value(curve.points[0]), curve.value(curve.points[-1])]
+    return tuple(math.exp(v) for v in ends) if curve.is_size else tuple(ends)
+
+
+def _best_plain(image, models, target, points, config, started, real_encodes, skip_unlikely=False):
+    """The best quality whose plain file meets the target (for sizes the largest file, for PSNR the
+    smallest), or None. `skip_unlikely`: only try qualities whose plain point nearly meets it."""
+    from .codec import encode as plain_encode
+
+    height, width = image.height, image.width
+    plain = dataclasses.replace(config, method="none", proxy_options={}, lmbda=None, tile=None)
+    order = list(reversed(points)) if target.is_size else list(points)
+    for point in order:
+        if skip_unlikely and (point.size > 1.05 * target.size_limit(height, width) if target.is_size
+                              else point.psnr < target.value - 0.1):
+            continue
+        result = plain_encode(image, point.model, plain, started=started)
+        real_encodes += 1
+        if target.met(result.stats["bytes"], result.stats["psnr"], height, width):
+            result.stats |= {"target": target.to_dict(), "achieved": {k: result.stats[k] for k in ("bytes", "bpp", "psnr")},
+                             "lmbda_start": point.model.lmbda, "lmbda_probes": 0, "real_encodes": real_encodes}
+            if target.is_size:
+                result.stats["target"]["bytes"] = target.size_limit(height, width)
+            return result
+    return None
