@@ -215,12 +215,13 @@ class Steering:
         self.lmbdas.append(problem.lmbda)
 
 
-def _plain_point(model: LatentModel, x: torch.Tensor, overhead: float) -> tuple[PlainPoint, Latents]:
+def _plain_point(model: LatentModel, x: torch.Tensor) -> tuple[PlainPoint, Latents]:
+    """`model`'s plain encode of `x`: its ideal size in bytes (no overhead yet) and PSNR, and the latents."""
     with torch.no_grad():
         latents = model.analysis(pad_to_multiple(x.to(model.device), model.stride))
         terms = model.true_rate_distortion(latents, x.to(model.device), model.lmbda)
     pixels = x.shape[-2] * x.shape[-1]
-    return PlainPoint(model, terms.bpp * pixels / 8 + overhead, terms.psnr), latents
+    return PlainPoint(model, terms.bpp * pixels / 8, terms.psnr), latents
 
 
 def _lmbda_range(models: Sequence[LatentModel]) -> tuple[float, float]:
@@ -274,12 +275,12 @@ def encode_to_target(image: LoadedImage, models: LatentModel | Sequence[LatentMo
     real_encodes = 0
 
     # 1. the plain points, and the header + coder overhead calibrated on one real file
-    middle = models[len(models) // 2]
-    point, latents = _plain_point(middle, x, 0.0)
-    _, data = entropy_code(image, middle, latents)
+    raw = [_plain_point(m, x) for m in models]
+    middle = len(models) // 2
+    _, data = entropy_code(image, models[middle], raw[middle][1])
     real_encodes += 1
-    overhead = len(data) - point.size
-    points = [_plain_point(m, x, overhead)[0] for m in models]
+    overhead = len(data) - raw[middle][0].size
+    points = [dataclasses.replace(point, size=point.size + overhead) for point, _ in raw]
     curve = Curve(points, target.is_size)
     log_low, log_high = _lmbda_range(models)
 
