@@ -180,10 +180,10 @@ class Steering:
     pixels: int
     overhead: float
     lmbdas: list[float] = field(default_factory=list)
-    #: (step, λ in force, estimated size, true PSNR) at each evaluation.
-    history: list[tuple[int, float, float, float]] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
+    #: the most nearly feasible iterate and how far outside the target it is, for when none is feasible
     closest: Candidate | None = None
+    closest_distance: float = math.inf
 
     def size_of(self, true: TrueLoss) -> float:
         return true.bpp * self.pixels / 8 + self.overhead
@@ -192,20 +192,17 @@ class Steering:
         return math.log(self.size_of(true)) if self.target.is_size else true.psnr
 
     def observe(self, step: int, true: TrueLoss, problem) -> None:
-        metric = self.metric(true)
-        self.history.append((step, problem.lmbda, self.size_of(true), true.psnr))
-        feasible = metric <= self.limit if self.target.is_size else metric >= self.limit
-        score = true.psnr if self.target.is_size else -self.size_of(true)
+        metric, size = self.metric(true), self.size_of(true)
+        distance = (metric - self.limit) if self.target.is_size else (self.limit - metric)  # > 0: outside
+        score = true.psnr if self.target.is_size else -size
         candidate = Candidate(score, step, problem.lmbda, problem.latents(problem.snapshot()).detach(), true,
-                              self.size_of(true), true.psnr)
-        if feasible:
+                              size, true.psnr)
+        if distance <= 0:
             self.candidates.append(candidate)
             self.candidates.sort(key=lambda c: -c.score)
             del self.candidates[CANDIDATES:]
-        # the most nearly feasible iterate, for when none is feasible
-        distance = (metric - self.limit) if self.target.is_size else (self.limit - metric)
-        if self.closest is None or distance < self.closest.score:
-            self.closest = dataclasses.replace(candidate, score=distance)
+        if distance < self.closest_distance:
+            self.closest, self.closest_distance = candidate, distance
         if step == 0:
             return  # the encoder's latents: the starting λ already allows for where they are
         log_lmbda = math.log(problem.lmbda)
