@@ -19,11 +19,12 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-CLIC = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "clic2025-valid8"
+from latentfit.shared_data import data_dir
+
+CLIC = data_dir("clic2025-valid8")
 
 
 def clic_photo(index: int = 0):

@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
+from latentfit.shared_data import data_dir
+
+KODAK = data_dir("kodak")
 
 
 def seconds(call, repeats: int) -> float:

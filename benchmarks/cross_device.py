@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from latentfit.shared_data import data_dir
 
 DECODE = """
 import sys, json, numpy as np, torch
@@ -43,8 +44,7 @@ def main() -> None:
     import latentfit
 
     parser = argparse.ArgumentParser()
-    data = Path(os.environ.get("LATENTFIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    parser.add_argument("--images", default=str(data / "kodak"))
+    parser.add_argument("--images", default=str(data_dir("kodak")))
     parser.add_argument("--limit", type=int, default=4)
     parser.add_argument("--method", default="none,sga+ssl")
     parser.add_argument("--steps", type=int, default=30)

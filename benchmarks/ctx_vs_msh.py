@@ -11,8 +11,10 @@ import argparse
 import statistics
 from pathlib import Path
 
+from latentfit.shared_data import data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-KODAK = ROOT / ".." / "shared" / "data" / "kodak"
+KODAK = data_dir("kodak")
 
 
 def main() -> None:

@@ -22,8 +22,10 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from latentfit.shared_data import data_dir
+
 ROOT = Path(__file__).resolve().parent.parent
-KODAK = ROOT.parent / "shared" / "data" / "kodak"
+KODAK = data_dir("kodak")
 FRACTIONS = (1 / 6, 1 / 2, 5 / 6)
 _FAMILY = None
 
@@ -42,7 +44,7 @@ def _family():
 
 def _image(name: str, crop: int | None):
     import latentfit
-    from latentfit.evaluation.runner import center_crop
+    from latentfit.imageio import center_crop
 
     image = latentfit.load_image(KODAK / f"{name}.png")
     return center_crop(image, (crop, crop)) if crop else image

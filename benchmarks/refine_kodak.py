@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 
 import torch
 
 import latentfit
+
+from latentfit.shared_data import data_dir
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=None)
     parser.add_argument("--checkpoint", default=None, help="weights file instead of the bundled model")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--kodak", default=os.environ.get("LATENTFIT_DATA", "../shared/data") + "/kodak")
+    parser.add_argument("--kodak", default=str(data_dir("kodak")))
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

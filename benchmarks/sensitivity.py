@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import statistics
 from pathlib import Path
 
@@ -26,20 +25,15 @@ import torch
 import latentfit
 from latentfit import RefinementConfig
 from latentfit.relaxations import get_proxy
+from latentfit.imageio import center_crop
+from latentfit.shared_data import data_dir
 
-KODAK = Path(os.environ.get("LATENTFIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "kodak"
+KODAK = data_dir("kodak")
 METHODS = ("sga", "sga+ssl")
 
 
-def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    if not size:
-        return x
-    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
-    return x[..., top : top + size, left : left + size].contiguous()
-
-
 def run_one(model, image: str, crop: int, method: str, lr: float, tau_max: float, steps: int) -> dict:
-    x = centre_crop(latentfit.load_image(str(KODAK / f"{image}.png")).tensor, crop)
+    x = center_crop(latentfit.load_image(str(KODAK / f"{image}.png")), crop or None).tensor
     schedule = dataclasses.replace(get_proxy(method).default_schedule(), tau_max=tau_max)
     config = RefinementConfig(method=method, steps=steps, lr=lr, lr_schedule="constant", schedule=schedule, seed=0,
                               record_trace=False)

@@ -16,8 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from latentfit.shared_data import data_dir
+
 ROOT = Path(__file__).resolve().parent.parent
-KODAK = ROOT.parent / "shared" / "data" / "kodak"
+KODAK = data_dir("kodak")
 PARTS = ["read_seconds", "refine_seconds", "coding_seconds", "check_seconds", "write_seconds"]
 
 

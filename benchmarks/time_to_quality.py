@@ -31,10 +31,12 @@ from pathlib import Path
 import torch
 
 import latentfit
-from latentfit import RefinementConfig, TemperatureSchedule, refine
+from latentfit import RefinementConfig, TemperatureSchedule
+from latentfit.imageio import center_crop
+from latentfit.shared_data import data_dir
 from step_speed import obvious_loop
 
-KODAK = Path(os.environ.get("LATENTFIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "kodak"
+KODAK = data_dir("kodak")
 
 
 #: The papers' protocol for SGA+: lr 5e-3 constant, τ = exp(−1e-3·t) from τ_max 1. Spelled out, since
@@ -81,13 +83,6 @@ def settings() -> dict[str, dict]:
     }
 
 
-def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    if not size:
-        return x
-    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
-    return x[..., top : top + size, left : left + size].contiguous()
-
-
 def configure(options: dict) -> RefinementConfig:
     return RefinementConfig(**({"seed": 0} | options))
 
@@ -97,7 +92,7 @@ def describe(name: str, options: dict) -> str:
     that a journal entry is reused only for the very same configuration."""
     loop = "obvious loop: " if name.endswith("-obvious") else ""
     config = configure(options)
-    fields, constants = dataclasses.asdict(config), refine.schedule_constants(config)
+    fields, constants = dataclasses.asdict(config), config.constants()
     if constants.get("lr_final_fraction", 0.1) == 0.1:
         del fields["lr_final_fraction"]  # irrelevant, or the value before it was a setting: older runs stay valid
     if "budget_tau" in constants:  # what "budget" means is the library's constants, which have changed
@@ -119,7 +114,7 @@ def run_obvious(model, x: torch.Tensor, steps: int, evaluate_every: int = 10) ->
 
 
 def run_one(model, image: str, crop: int, name: str, options: dict) -> dict:
-    x = centre_crop(latentfit.load_image(str(KODAK / f"{image}.png")).tensor, crop).to(model.device)
+    x = center_crop(latentfit.load_image(str(KODAK / f"{image}.png")), crop or None).tensor.to(model.device)
     record = {"image": image, "crop": crop, "setting": name, "config": describe(name, options),
               "model": model.digest.hex()}
     if name.endswith("-obvious"):

@@ -5,13 +5,15 @@ import pytest
 import torch
 from hypothesis import settings
 
+from latentfit.shared_data import data_dir
+
 # Tests check behaviour, not speed: Hypothesis's default 200 ms deadline per example fails a property
 # test when the machine is busy (a first call once took 617 ms on a loaded 2-core CI machine).
 settings.register_profile("latentfit", deadline=None)
 settings.load_profile("latentfit")
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("LATENTFIT_DATA", ROOT.parent / "shared" / "data"))
+DATA = data_dir()
 KODAK = DATA / "kodak"
 
 

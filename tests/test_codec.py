@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from latentfit import RefinementConfig, decode, encode, load_image
 from latentfit.imageio import pad_to_multiple
@@ -158,3 +160,14 @@ def test_a_file_encoded_on_the_cpu_decodes_on_the_gpu_within_one_level(bundled_m
     difference = np.abs(decoded.astype(np.int16) - result.decoded.astype(np.int16))
     assert difference.max() <= 1
     assert (difference > 0).mean() < 0.05
+
+
+@given(height=st.integers(1, 400), width=st.integers(1, 400), crop_w=st.integers(1, 500), crop_h=st.integers(1, 500))
+def test_a_center_crop_is_centred_and_clipped_to_the_image(height, width, crop_w, crop_h):
+    from latentfit.imageio import center_box
+
+    rows, cols = center_box(height, width, (crop_w, crop_h))
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (min(crop_h, height), min(crop_w, width))
+    assert 0 <= rows.start and rows.stop <= height and 0 <= cols.start and cols.stop <= width
+    assert 0 <= (height - rows.stop) - rows.start <= 1 and 0 <= (width - cols.stop) - cols.start <= 1
+    assert center_box(height, width, crop_w) == center_box(height, width, (crop_w, crop_w))

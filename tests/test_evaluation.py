@@ -111,17 +111,17 @@ def test_results_of_another_configuration_are_refused(tiny_eval, tmp_path):
 def test_journal_identity_follows_what_the_named_schedules_mean(monkeypatch):
     """A `budget`/`cosine` run is keyed by the constants those names stand for, so a journal made
     before a measurement moved them is not mixed in; the papers' protocol does not depend on them."""
-    from latentfit import refine
+    from latentfit import config as refinement
 
     papers = EvalConfig(datasets=["d"])
     budget = EvalConfig(datasets=["d"], lr=3e-2, lr_schedule="cosine", schedule="budget")
     before = papers.identity(), budget.identity()
-    monkeypatch.setattr(refine, "BUDGET_TAU_START", refine.BUDGET_TAU_START + 0.5)
+    monkeypatch.setattr(refinement, "BUDGET_TAU_START", refinement.BUDGET_TAU_START + 0.5)
     assert papers.identity() == before[0] and budget.identity() != before[1]
     moved = budget.identity()
     from latentfit.evaluation import runner
 
-    floor_moved = functools.partial(refine.RefinementConfig, lr_final_fraction=0.5)  # as if the default moved
+    floor_moved = functools.partial(refinement.RefinementConfig, lr_final_fraction=0.5)  # as if the default moved
     monkeypatch.setattr(runner, "RefinementConfig", floor_moved)
     assert papers.identity() == before[0] and budget.identity() not in before + (moved,)
 

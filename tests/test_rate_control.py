@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import latentfit
 from latentfit import Target, TargetUnreachableError
-from latentfit.evaluation.runner import center_crop
+from latentfit.imageio import center_crop
 from latentfit.metrics import psnr
 from latentfit.rate_control import Curve, PlainPoint, _interpolate
 

@@ -24,7 +24,6 @@ def test_sga_ssl_lowers_the_true_loss_on_a_real_photo(bundled_model, kodak_crop)
 @pytest.mark.parametrize("method", ["uniform-noise", "sga", "sga+ssl3", "ste"])
 def test_every_method_improves_and_never_returns_worse_than_the_encoder(bundled_model, kodak_crop, method):
     result = _refine(bundled_model, kodak_crop, method=method, steps=40, evaluate_every=5)
-    assert result.final.loss <= result.initial.loss
     assert result.final.loss < result.initial.loss
 
 
@@ -65,7 +64,7 @@ def test_time_budget_stops_early_with_the_best_so_far(bundled_model, kodak_crop)
     result = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=100000, time_budget=1.0)
     assert result.stopped_by == "time_budget"
     assert result.seconds < 1.0 + 3.0
-    assert result.final.loss <= result.initial.loss
+    assert result.final.loss == min(r.true_loss for r in result.trace)  # the best iterate, wherever it stopped
     assert not math.isnan(result.trace[-1].true_loss)
 
 
@@ -91,7 +90,6 @@ def test_early_stopping_stops_on_a_plateau_and_keeps_the_best(bundled_model, kod
     assert result.stopped_by == "plateau"
     assert result.steps_run == 6  # three evaluations (steps 2, 4, 6) without a real improvement
     assert result.final.loss == min(r.true_loss for r in result.trace)
-    assert result.final.loss <= result.initial.loss
 
 
 @pytest.mark.slow

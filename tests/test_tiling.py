@@ -98,9 +98,26 @@ def test_big_images_are_tiled_automatically_and_small_ones_are_not(bundled_model
     tiled = refine_latents(bundled_model, x, RefinementConfig(steps=2, evaluate_every=1))
     assert (untiled.tiles, tiled.tiles) == (1, 2 * 3)
     assert tiled.steps_run == 2 * 6
-    assert tiled.final.loss <= tiled.initial.loss
+    assert tiled.final.loss == pytest.approx(min(r.true_loss for r in tiled.trace), rel=1e-5)
     # joint by default: z is refined too; with variables="y" tiles keep the encoder's z
     encoder_z = bundled_model.analysis(pad_to_multiple(x, 64)).z
     assert not torch.equal(tiled.latents.z, encoder_z)
     y_only = refine_latents(bundled_model, x, RefinementConfig(steps=2, evaluate_every=1, variables="y"))
     assert y_only.tiles == 6 and torch.equal(y_only.latents.z, encoder_z)
+
+
+def test_a_tiled_trace_is_the_whole_images_at_every_evaluation(bundled_model, photo):
+    """Same shape as an untiled trace: a point per evaluation, on the whole image's loss, whose best is
+    the loss of the latents kept (by exact locality, up to float rounding)."""
+    config = RefinementConfig(method="sga+ssl", steps=4, evaluate_every=2, tile=128, seed=1)
+    tiled = refine_latents(bundled_model, photo, config)
+    steps = [record.step for record in tiled.trace]
+    assert tiled.tiles == 4 and steps == [0, 2, 4, 6, 8, 10, 12, 14, 16]
+    assert tiled.trace[0].true_loss == tiled.initial.loss
+    assert min(r.true_loss for r in tiled.trace) == pytest.approx(tiled.final.loss, rel=1e-5)
+    assert tiled.trace[-1].true_loss != pytest.approx(tiled.initial.loss, rel=1e-3)  # whole-image units, not a tile's
+    seconds = [record.seconds for record in tiled.trace]
+    assert seconds == sorted(seconds) and seconds[-1] <= tiled.seconds
+    shown = []
+    refine_latents(bundled_model, photo, config, progress=lambda step, total, record: record and shown.append(record))
+    assert [r.true_loss for r in shown] == pytest.approx([r.true_loss for r in tiled.trace[1:]], rel=1e-6)

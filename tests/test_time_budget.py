@@ -7,7 +7,6 @@ import torch
 
 from latentfit import RefinementConfig, decode, encode
 from latentfit.refine import TrueLoss, optimise
-from latentfit.relaxations import get_proxy
 
 
 class SlowProblem:
@@ -37,8 +36,7 @@ def test_the_loop_ends_by_its_deadline_with_the_last_evaluation_included(steps):
     problem = SlowProblem(step_seconds=0.05, eval_seconds=0.2)
     config = RefinementConfig(method="sga+ssl", steps=steps, evaluate_every=10, time_budget=2.0)
     deadline = time.perf_counter() + 2.0
-    outcome = optimise(problem, TrueLoss(4.0, 0, 0), config, get_proxy("sga+ssl"), torch.Generator().manual_seed(0),
-                       deadline, eval_seconds=0.2)
+    outcome = optimise(problem, TrueLoss(4.0, 0, 0), config, torch.Generator().manual_seed(0), deadline, eval_seconds=0.2)
     finished = time.perf_counter()
     assert finished <= deadline + 0.1
     assert outcome.steps_run >= 10  # the budget was used, not given up after a step or two

@@ -12,7 +12,6 @@ Usage: python tools/finalize_bundled.py [EXPORT_DIR] [KODAK_DIR]
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import latentfit
 from latentfit.imageio import list_images
 from latentfit.models.registry import BUNDLED_DIR, load_checkpoint
 from latentfit.models.weights import export_weights
+from latentfit.shared_data import data_dir
 
 # CompressAI's published Kodak curves (bpp, PSNR-RGB), MSE models.
 BMSHJ2018_FACTORIZED = [(0.123, 26.91), (0.189, 28.22), (0.288, 29.62), (0.440, 31.28), (0.648, 32.96),
@@ -48,7 +48,7 @@ def bd_rate(points, anchor) -> float:
 
 def main() -> None:
     export = Path(sys.argv[1] if len(sys.argv) > 1 else Path.home() / ".cache/latentfit/training/export")
-    kodak = Path(sys.argv[2] if len(sys.argv) > 2 else os.environ.get("LATENTFIT_DATA", "../shared/data") + "/kodak")
+    kodak = Path(sys.argv[2] if len(sys.argv) > 2 else data_dir("kodak"))
     points = []
     for source in sorted(export.glob("latentfit-msh-*.pt")):
         card = json.loads(source.with_suffix(".json").read_text())

@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 from pathlib import Path
 
 import torch
 
+from latentfit.shared_data import data_dir
+
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("LATENTFIT_DATA", ROOT.parent / "shared" / "data"))
+DATA = data_dir()
 WEIGHTS = ROOT / "src" / "latentfit" / "weights"
 NAME = "latentfit-ctx"
 

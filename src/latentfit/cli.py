@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -10,7 +11,14 @@ from typing import List, Optional
 
 import typer
 
+from .config import AUTO_STEPS, BUDGET_TAU_END, BUDGET_TAU_START, RefinementConfig
 from .errors import LatentfitError
+from .evaluation.classical import describe_codecs
+from .relaxations import PROXIES, QuantizationProxy, describe_methods, parse_method
+
+#: `--method`'s help, from the proxy registry (a new method appears here by being registered).
+METHOD_HELP = ("Refinement method, with its options if any as name:key=value, e.g. sga+ssl3:a=1.4:power=1.4. "
+               f"Methods (options): {describe_methods()}.")
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -58,12 +66,11 @@ def encode(
     model: Optional[str] = typer.Option(None, help="Model name (default: the bundled latentfit-msh)."),
     quality: Optional[int] = typer.Option(None, help="Model quality (default: 2 for latentfit-msh)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Use the weights in this file instead of a named model."),
-    method: str = typer.Option("sga+ssl", help="Refinement method: none, ste, uniform-noise, sga, sga+linear, "
-                               "sga+cosine, sga+ssl, sga+linear3, sga+cosine3, sga+ssl3."),
-    steps: str = typer.Option("auto", help="Optimisation steps, or 'auto' (500; with --time-budget, as many "
-                              "as fit in it)."),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate (default: 3e-2 for sga+ssl, 5e-3, the "
-                                       "papers', for the others)."),
+    method: str = typer.Option(RefinementConfig.method, help=METHOD_HELP),
+    steps: str = typer.Option("auto", help=f"Optimisation steps, or 'auto' ({AUTO_STEPS}; with --time-budget, "
+                              "as many as fit in it)."),
+    lr: Optional[float] = typer.Option(None, help=f"Adam learning rate (default: {PROXIES['sga+ssl'].default_lr:g} "
+                                       f"for sga+ssl, {QuantizationProxy.default_lr:g}, the papers', for the others)."),
     lmbda: Optional[float] = typer.Option(None, help="λ of the R-D loss (default: the model's training λ)."),
     seed: int = typer.Option(0, help="Seed of the proxy's noise."),
     evaluate_every: int = typer.Option(10, help="Evaluate the true loss every k steps (best iterate kept)."),
@@ -72,22 +79,20 @@ def encode(
     tau_rate: Optional[float] = typer.Option(None, help="Temperature schedule: decay rate r."),
     t0: Optional[float] = typer.Option(None, help="Temperature schedule: t₀."),
     tau_min: Optional[float] = typer.Option(None, help="Temperature schedule: τ_min."),
-    a: Optional[float] = typer.Option(None, help="SSL shape a (sga+ssl, sga+ssl3)."),
-    factor: Optional[float] = typer.Option(None, help="Three-class factor c."),
-    power: Optional[float] = typer.Option(None, help="Three-class power p."),
-    hard: bool = typer.Option(False, help="Hard (straight-through) Gumbel samples."),
     time_budget: Optional[float] = typer.Option(None, help="Finish each image's encode, from reading it to the "
                                                 "file on disk, within this many seconds (refinement stops early, "
                                                 "best so far kept)."),
     anneal_to: Optional[float] = typer.Option(None, help="Anneal τ from τ_max to this value within the step budget."),
-    schedule: str = typer.Option("budget", help="Temperature schedule: budget (anneal 1.5·τ_max → 0.2·τ_max within "
-                                 "the steps) or papers (the method's published one)."),
+    schedule: str = typer.Option(RefinementConfig.schedule, help=f"Temperature schedule: budget (anneal "
+                                 f"{BUDGET_TAU_START:g}·τ_max → {BUDGET_TAU_END:g}·τ_max within the steps) or papers "
+                                 "(the method's published one)."),
     tile: str = typer.Option("auto", help="Refine tile by tile with tiles of this many pixels a side; 'auto' tiles "
                              "images over 4 megapixels (768 px tiles), 'none' never."),
     channels_last: bool = typer.Option(True, help="Channels-last layout for the refinement's decoder (faster on CPU)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the refinement's decoder (needs a C++ "
                                  "compiler; pays off on long runs)."),
-    lr_schedule: str = typer.Option("cosine", help="cosine (decay to 0.01·lr over the steps), or constant."),
+    lr_schedule: str = typer.Option(RefinementConfig.lr_schedule, help=f"cosine (decay to "
+                                    f"{RefinementConfig.lr_final_fraction:g}·lr over the steps), or constant."),
     patience: Optional[int] = typer.Option(None, help="Stop after this many evaluations without improvement."),
     target_bytes: Optional[int] = typer.Option(None, help="Make each file at most this many bytes (chooses the "
                                                "quality and λ; not with --lmbda)."),
@@ -107,7 +112,6 @@ def encode(
     interrupted run continues where it stopped (each file is written atomically).
     """
     from .models.registry import load_family, load_model
-    from .refine import RefinementConfig
 
     goal = _target(target_bytes, target_bpp, target_psnr, lmbda)
     batch = input.is_dir()
@@ -126,15 +130,15 @@ def encode(
     else:
         latent_model = load_model(model, quality, checkpoint, device=_device(device))
     step_count = _steps(steps)
-    config = RefinementConfig(method=method, steps=step_count, lr=lr, lmbda=lmbda, seed=seed,
-                              evaluate_every=evaluate_every, variables=variables, time_budget=time_budget,
-                              proxy_options={"a": a, "factor": factor, "power": power, "hard": hard},
-                              lr_schedule=lr_schedule, patience=patience, tile=_tile(tile),
-                              channels_last=channels_last, compile=compile)
     if schedule not in ("papers", "budget"):
         raise LatentfitError(f"unknown schedule '{schedule}' (use papers or budget)")
-    config.schedule = _schedule(method, config.proxy_options, tau_max, tau_rate, t0, tau_min, anneal_to,
-                                step_count) or schedule
+    config = RefinementConfig(method=method, steps=step_count, lr=lr, lmbda=lmbda, seed=seed,
+                              evaluate_every=evaluate_every, variables=variables, time_budget=time_budget,
+                              schedule=schedule, lr_schedule=lr_schedule, patience=patience, tile=_tile(tile),
+                              channels_last=channels_last, compile=compile)
+    explicit = _schedule(config.proxy().default_schedule(), tau_max, tau_rate, t0, tau_min, anneal_to, step_count)
+    if explicit is not None:
+        config = dataclasses.replace(config, schedule=explicit)
     if not batch:
         stats = _encode_file(input, output, latent_model, config, force, trace, progress, device, goal)
         _report(stats, as_json)
@@ -254,14 +258,11 @@ def _tile(text: str) -> int | str | None:
         raise LatentfitError(f"--tile must be a number of pixels, 'auto' or 'none', got '{text}'") from None
 
 
-def _schedule(method, proxy_options, tau_max, tau_rate, t0, tau_min, anneal_to=None, steps=0):
-    """An explicit schedule when any τ option is given, else None (the config's named schedule)."""
-    import dataclasses
-
-    from .relaxations import get_proxy
+def _schedule(base, tau_max, tau_rate, t0, tau_min, anneal_to=None, steps=0):
+    """An explicit schedule when any τ option is given (`base`: the method's own), else None (the
+    config's named schedule)."""
     from .schedules import TemperatureSchedule
 
-    base = get_proxy(method, **proxy_options).default_schedule()
     if anneal_to is not None:
         if steps == "auto":
             raise LatentfitError("--anneal-to needs a step count; with --steps auto use --schedule budget")
@@ -407,8 +408,8 @@ def evaluate(
     checkpoint: Optional[Path] = typer.Option(None, help="Evaluate the weights in this file (one quality, from its "
                                               "model card) instead of a named model."),
     quality: str = typer.Option("1,2,3,4", help="Comma-separated qualities."),
-    method: str = typer.Option("none,sga+ssl", help="Comma-separated methods, each with options if any: "
-                               "sga+ssl3:a=1.4:power=1.4."),
+    method: str = typer.Option("none,sga+ssl", help="Comma-separated methods, each with options if any, e.g. "
+                               f"sga+ssl3:a=1.4:power=1.4. Methods (options): {describe_methods()}."),
     steps: str = typer.Option("500", help="Comma-separated step counts."),
     lmbda: Optional[str] = typer.Option(None, help="λ of every cell; with several (comma-separated), a λ axis of "
                                         "absolute values."),
@@ -421,10 +422,9 @@ def evaluate(
     crop: Optional[str] = typer.Option(None, help="Centre crop WxH, e.g. 256x256."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
     seed: int = typer.Option(0),
-    classical: str = typer.Option("", help="Comma-separated classical codecs: jpeg, webp, avif (speed 0), jpegxl "
-                                  "(effort 9), heic (x265, BPG's codec), jpeg2000; options override the "
-                                  "best-compression defaults, e.g. avif:speed=6. Each image's points "
-                                  "bracket its learned cells' bpp range."),
+    classical: str = typer.Option("", help="Comma-separated classical codecs, each with options overriding its "
+                                  "best-compression defaults if any, e.g. avif:speed=6. Codecs (defaults): "
+                                  f"{describe_codecs()}. Each image's points bracket its learned cells' PSNR range."),
     workers: int = typer.Option(1, help="Parallel cells through a local Ray instance (1: in-process)."),
     ray_address: Optional[str] = typer.Option(None, help="Run the cells on this existing Ray cluster."),
     device: str = typer.Option("cpu"),
@@ -435,8 +435,6 @@ def evaluate(
     from tqdm import tqdm
 
     from .evaluation.runner import EvalConfig, run_evaluation, summarise
-    from .refine import RefinementConfig
-    from .relaxations import parse_method
 
     size = None
     if crop:

@@ -109,7 +109,7 @@ def encode_stats(image: LoadedImage, model: LatentModel, config: RefinementConfi
         "true_psnr_initial": result.initial.psnr,
         "true_psnr_final": result.final.psnr,
         "method": result.method,
-        "steps": config.steps if result.method != "none" else 0,
+        "steps": config.steps if config.proxy().refines else 0,
         "steps_run": result.steps_run,
         "best_step": result.best_step,
         "stopped_by": result.stopped_by,
@@ -118,6 +118,7 @@ def encode_stats(image: LoadedImage, model: LatentModel, config: RefinementConfi
         "lmbda": result.lmbda,
         "seed": result.seed,
         "time_budget": config.time_budget,
+        "config": config.to_dict(),  # the whole configuration: `RefinementConfig.from_dict` re-runs it
     }
     finished = time.perf_counter()
     stats |= {

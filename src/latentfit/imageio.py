@@ -150,6 +150,23 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file())
 
 
+def center_box(height: int, width: int, crop: int | tuple[int, int]) -> tuple[slice, slice]:
+    """Rows and columns of the centred `crop` (an int for a square, else (width, height)) of a
+    `height` x `width` image, clipped to it: `tensor[..., rows, cols]` or `array[rows, cols]`."""
+    crop_w, crop_h = (crop, crop) if isinstance(crop, int) else crop
+    crop_w, crop_h = min(crop_w, width), min(crop_h, height)
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return slice(top, top + crop_h), slice(left, left + crop_w)
+
+
+def center_crop(image: LoadedImage, crop: int | tuple[int, int] | None) -> LoadedImage:
+    """The centred `crop` of `image` (see `center_box`); the image itself for None."""
+    if crop is None:
+        return image
+    rows, cols = center_box(image.height, image.width, crop)
+    return LoadedImage(image.tensor[..., rows, cols].contiguous(), image.source_mode, image.notes)
+
+
 def pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
     """Pad (1, 3, H, W) on the bottom and right, replicating edges, to multiples of `stride`."""
     height, width = x.shape[-2:]

@@ -262,9 +262,7 @@ def encode_to_target(image: LoadedImage, models: LatentModel | Sequence[LatentMo
         raise LatentfitError("a target steers λ during the run, so a plateau is not defined: leave out patience")
     if isinstance(config.tile, int):
         raise LatentfitError("a target refines the whole image: leave out tile (--tile none or auto)")
-    from .relaxations import get_proxy
-
-    refines = get_proxy(config.method, **config.proxy_options).refines
+    refines = config.proxy().refines
     height, width = image.height, image.width
     pixels = height * width
     x = image.tensor

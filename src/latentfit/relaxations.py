@@ -27,13 +27,29 @@ def register_proxy(cls: type["QuantizationProxy"]) -> type["QuantizationProxy"]:
 
 
 def get_proxy(name: str, **options) -> "QuantizationProxy":
-    """The proxy registered as `name`, constructed with the options it accepts (others are ignored)."""
+    """The proxy registered as `name`, constructed with `options` (None values are left at their
+    defaults); an option the proxy does not take is an error."""
     try:
         cls = PROXIES[name]
     except KeyError:
         raise LatentfitError(f"unknown method '{name}' (known: {', '.join(PROXIES)})") from None
-    accepted = {k: v for k, v in options.items() if k in cls.options and v is not None}
-    return cls(**accepted)
+    unknown = sorted(set(options) - set(cls.options))
+    if unknown:
+        takes = ", ".join(cls.options) or "none"
+        raise LatentfitError(f"method {name} has no option {', '.join(repr(k) for k in unknown)} (its options: {takes})")
+    return cls(**{k: v for k, v in options.items() if v is not None})
+
+
+def is_plain(spec: str) -> bool:
+    """Whether `spec` names the plain encoder (a registered method that does not refine: `none`);
+    False for refining methods and for names that are not methods (classical codecs)."""
+    cls = PROXIES.get(spec.partition(":")[0].strip())
+    return cls is not None and not cls.refines
+
+
+def describe_methods() -> str:
+    """Every registered method with its options, for help texts: `none, ..., sga+ssl (a, hard), ...`."""
+    return ", ".join(name + (f" ({', '.join(cls.options)})" if cls.options else "") for name, cls in PROXIES.items())
 
 
 def parse_method(spec: str) -> tuple[str, dict]:

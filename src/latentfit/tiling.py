@@ -2,7 +2,7 @@
 
 The latent grid `y` (h × w) is cut into square cores of `t = tile/16` latents (and, for hyperprior
 models refined jointly, the matching `t/4` cores of `z`). Each core is refined in turn (raster
-order) by the same loop as a whole image (`refine.optimise`), everything else held at its current
+order) by the same loop as a whole image (`loop.optimise`), everything else held at its current
 hard-quantised value `ŷ = μ + round(y − μ)`, `ẑ = m + round(z − m)`:
 
 - the rate covers every latent whose bits the core can change: the core's `y` (`Tile`), or, when
@@ -26,13 +26,11 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .metrics import rd_loss
+from .metrics import mse_from_psnr, psnr_from_mse, rd_loss
 from .models.adapter import LatentModel, Latents, deterministic
 from .models.entropy import bottleneck_bits, bottleneck_medians, gaussian_bits
-from .relaxations import QuantizationProxy
-from .refine import (
-    RefinementConfig, RefinementResult, TraceRecord, TrueLoss, optimise, planned_steps, temperature_schedule,
-)
+from .config import RefinementConfig
+from .loop import RefinementResult, TraceRecord, TrueLoss, optimise
 
 #: Latents around a core whose pixels are in its distortion term. These reaches are the hyperprior
 #: family's (without spatial context): the architectures whose `Architecture.tileable` is True.
@@ -135,8 +133,7 @@ class Tile:
         y_hat = self.center_core + torch.round(self.y - self.center_core)
         with deterministic(self.model.device):
             loss, bits, mse = self._loss(y_hat, self.model.model.g_s, clamp=True)
-        psnr = float("inf") if float(mse) <= 0 else -10.0 * torch.log10(mse).item()
-        return TrueLoss(float(loss), float(bits) / self.pixels, psnr)
+        return TrueLoss(float(loss), float(bits) / self.pixels, psnr_from_mse(mse))
 
     def snapshot(self) -> list[Tensor]:
         return [self.y.detach().clone()]
@@ -218,11 +215,37 @@ class JointTile:
     def true_loss(self) -> TrueLoss:
         with deterministic(self.model.device):
             loss, bits, mse = self._loss(torch.round, self.model.model, clamp=True)
-        psnr = float("inf") if float(mse) <= 0 else -10.0 * torch.log10(mse).item()
-        return TrueLoss(float(loss), float(bits) / self.pixels, psnr)
+        return TrueLoss(float(loss), float(bits) / self.pixels, psnr_from_mse(mse))
 
     def snapshot(self) -> list[Tensor]:
         return [self.y.detach().clone(), self.z.detach().clone()]
+
+
+class WholeImageTrace:
+    """The whole image's true loss while tiles are refined, from each tile's: by exact locality a
+    tile's change of bits and of squared error (summed) is the whole image's, so every tile
+    evaluation is also a whole-image point, and a tiled run's trace has the same shape as an untiled
+    one's (the true loss of the current iterate at every evaluation, against the whole-image step)."""
+
+    def __init__(self, initial: TrueLoss, pixels: int, lmbda: float):
+        self.pixels, self.lmbda = pixels, lmbda
+        self.bits, self.squared = initial.bpp * pixels, mse_from_psnr(initial.psnr) * pixels
+
+    def _moved(self, tile_pixels: int, before: TrueLoss, now: TrueLoss) -> tuple[float, float]:
+        return (self.bits + (now.bpp - before.bpp) * tile_pixels,
+                self.squared + (mse_from_psnr(now.psnr) - mse_from_psnr(before.psnr)) * tile_pixels)
+
+    def point(self, record: TraceRecord, tile_pixels: int, before: TrueLoss, seconds: float) -> TraceRecord:
+        """`record` of a tile (starting from `before`) as the whole image's, at `seconds` into the run."""
+        bits, squared = self._moved(tile_pixels, before, TrueLoss(record.true_loss, record.true_bpp, record.true_psnr))
+        bpp, mse = bits / self.pixels, squared / self.pixels
+        loss = float(rd_loss(bpp, mse, self.lmbda))
+        proxy = loss + record.gap * tile_pixels / self.pixels
+        return TraceRecord(record.step, record.tau, proxy, loss, bpp, psnr_from_mse(mse), seconds)
+
+    def keep(self, tile_pixels: int, before: TrueLoss, kept: TrueLoss) -> None:
+        """The tile ended with `kept` (its best iterate, or `before` if nothing beat it)."""
+        self.bits, self.squared = self._moved(tile_pixels, before, kept)
 
 
 def refine_tiles(
@@ -231,7 +254,6 @@ def refine_tiles(
     initial_latents: Latents,
     initial: TrueLoss,
     config: RefinementConfig,
-    proxy: QuantizationProxy,
     lmbda: float,
     generator: torch.Generator,
     tile: int,
@@ -254,8 +276,10 @@ def refine_tiles(
     if joint:
         core = -(-core // 4) * 4  # whole z latents per core
     cores = tile_grid(y.shape[-2], y.shape[-1], core)
-    steps_each = planned_steps(config)
+    steps_each = config.planned_steps()
     steps_run, improved_tiles, stopped_by = 0, 0, "steps"
+    whole = WholeImageTrace(initial, x.shape[-2] * x.shape[-1], lmbda)
+    trace = [TraceRecord(0, config.temperature(steps_each)(0), float("nan"), initial.loss, initial.bpp, initial.psnr, 0.0)]
     for index, core in enumerate(cores):
         tile_deadline = None
         if deadline is not None:
@@ -271,9 +295,19 @@ def refine_tiles(
             problem = Tile(model, fast, x, y, context, core, lmbda)
         evaluated = time.perf_counter()
         tile_initial = problem.true_loss()
-        outcome = optimise(problem, tile_initial, config, proxy, generator, tile_deadline, progress,
+        offset = evaluated - started  # the loop's records count seconds from its own start
+
+        def as_whole(record: TraceRecord) -> TraceRecord:
+            return whole.point(record, problem.pixels, tile_initial, offset + record.seconds)
+
+        def report(step: int, total: int, record: TraceRecord | None) -> None:
+            progress(step, total, None if record is None else as_whole(record))
+
+        outcome = optimise(problem, tile_initial, config, generator, tile_deadline, report if progress else None,
                            step_offset=steps_run, total_steps=steps_each * len(cores),
                            eval_seconds=time.perf_counter() - evaluated)
+        trace += [as_whole(record) for record in outcome.trace]
+        whole.keep(problem.pixels, tile_initial, outcome.best)
         if outcome.stopped_by == "time_budget":
             stopped_by = "time_budget"
         steps_run += outcome.steps_run
@@ -288,13 +322,10 @@ def refine_tiles(
     final = TrueLoss.of(model.true_rate_distortion(refined, x, lmbda))
     if final.loss > initial.loss:  # cannot happen if the locality argument holds; never return worse
         refined, final = initial_latents.detach(), initial
-    tau0 = temperature_schedule(config, proxy, steps_each)(0)
     seconds = time.perf_counter() - started
-    trace = [TraceRecord(0, tau0, float("nan"), initial.loss, initial.bpp, initial.psnr, 0.0),
-             TraceRecord(steps_run, float("nan"), float("nan"), final.loss, final.bpp, final.psnr, seconds)]
     return RefinementResult(
         latents=refined.detach(), initial=initial, final=final, best_step=steps_run if improved_tiles else 0,
-        steps_run=steps_run, seconds=seconds, seed=config.seed, method=proxy.name, lmbda=lmbda,
+        steps_run=steps_run, seconds=seconds, seed=config.seed, method=config.method, lmbda=lmbda,
         trace=trace if config.record_trace else [], stopped_by=stopped_by, tiles=len(cores),
-        lr=config.learning_rate(proxy),
+        lr=config.learning_rate(),
     )

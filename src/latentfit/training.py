@@ -9,7 +9,6 @@ exactly as if it had never stopped.
 from __future__ import annotations
 
 import io
-import math
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,8 +20,8 @@ import torch
 from PIL import Image
 
 from .errors import LatentfitError
-from .imageio import atomic_write_bytes, list_images
-from .metrics import rd_loss
+from .imageio import atomic_write_bytes, center_box, list_images
+from .metrics import psnr_from_mse, rd_loss
 from .models.architectures import build_architecture
 from .models.architectures.checkerboard import MeanScaleCheckerboard, context_parameters
 from .models.weights import export_weights, load_state_dict_file
@@ -102,11 +101,10 @@ def center_crops(folder: str, count: int, crop: int) -> torch.Tensor:
     for path in list_images(folder)[:count]:
         with Image.open(path) as img:
             array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-        height, width = array.shape[:2]
-        if min(height, width) < crop:
+        if min(array.shape[:2]) < crop:
             continue
-        top, left = (height - crop) // 2, (width - crop) // 2
-        crops.append(torch.from_numpy(array[top : top + crop, left : left + crop].copy()).permute(2, 0, 1))
+        rows, cols = center_box(*array.shape[:2], crop)
+        crops.append(torch.from_numpy(array[rows, cols].copy()).permute(2, 0, 1))
     if not crops:
         raise LatentfitError(f"{folder}: no validation images of at least {crop}px")
     return torch.stack(crops).float().div_(255.0)
@@ -118,10 +116,6 @@ def rate_distortion(output: dict, target: torch.Tensor, lmbda: float) -> dict[st
     bpp = sum(lik.log2().sum() for lik in output["likelihoods"].values()) / -pixels
     mse = torch.mean((output["x_hat"] - target) ** 2)
     return {"loss": rd_loss(bpp, mse, lmbda), "bpp": bpp, "mse": mse}
-
-
-def psnr_from_mse(mse: float) -> float:
-    return float("inf") if mse <= 0 else 10.0 * math.log10(1.0 / mse)
 
 
 class Trainer:

@@ -118,6 +118,12 @@ def parse_spec(spec: str) -> tuple[ClassicalCodec, dict]:
     return codec, options
 
 
+def describe_codecs() -> str:
+    """Every codec with its default options, for help texts: `jpeg (subsampling=4:2:0, ...), webp (method=6), ...`."""
+    return ", ".join(name + (" (" + ", ".join(f"{k}={v}" for k, v in codec.defaults.items()) + ")" if codec.defaults else "")
+                     for name, codec in CLASSICAL_CODECS.items())
+
+
 def is_classical(method: str) -> bool:
     return method.partition(":")[0] in CLASSICAL_CODECS
 

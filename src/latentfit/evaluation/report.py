@@ -15,10 +15,11 @@ from PIL import Image
 from ..bitstream import from_bytes
 from ..codec import decode_stream
 from ..errors import LatentfitError
-from ..imageio import atomic_write_bytes, load_image, to_uint8
+from ..imageio import atomic_write_bytes, center_box, center_crop, load_image, to_uint8
 from ..models.registry import load_model
+from ..relaxations import is_plain
 from .classical import is_classical
-from .runner import Cell, EvalConfig, cell_file, center_crop
+from .runner import Cell, EvalConfig, cell_file
 
 
 def _png_uri(pixels: np.ndarray) -> str:
@@ -43,15 +44,14 @@ def _viewer_rows(records: list[dict], config: EvalConfig, results_dir: Path, ima
         if shown == images:
             break
         cells = by_image[image_key]
-        baselines = [r for r in cells if r["method"] == "none"]
-        refined = [r for r in cells if r["method"] != "none"]
+        baselines = [r for r in cells if is_plain(r["method"])]
+        refined = [r for r in cells if not is_plain(r["method"])]
         if not baselines or not refined or image_key not in sources:
             continue
         baseline = baselines[len(baselines) // 2]
         match = min(refined, key=lambda r: (abs(r["bpp"] - baseline["bpp"]), -r["psnr"]))
         original = to_uint8(center_crop(load_image(sources[image_key]), config.crop).tensor)
-        height, width = original.shape[:2]
-        top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
+        shown_rows, shown_cols = center_box(*original.shape[:2], crop)
         panels = [("original", original, "")]
         try:
             for record in (baseline, match):
@@ -75,7 +75,7 @@ def _viewer_rows(records: list[dict], config: EvalConfig, results_dir: Path, ima
             continue
         shown += 1
         figures = "".join(
-            f'<figure><img alt="{html.escape(label)}" src="{_png_uri(np.ascontiguousarray(pixels[top:top + crop, left:left + crop]))}">'
+            f'<figure><img alt="{html.escape(label)}" src="{_png_uri(np.ascontiguousarray(pixels[shown_rows, shown_cols]))}">'
             f"<figcaption>{html.escape(label)}<br>{html.escape(caption)}</figcaption></figure>"
             for label, pixels, caption in panels
         )

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..codec import encode
+from ..config import RefinementConfig
 from ..errors import LatentfitError
-from ..imageio import LoadedImage, atomic_write_bytes, list_images, load_image, to_uint8
+from ..imageio import atomic_write_bytes, center_crop, list_images, load_image, to_uint8
 from ..models.registry import load_model
-from ..refine import RefinementConfig, schedule_constants
-from ..relaxations import parse_method
+from ..relaxations import is_plain
 from .bdrate import bd_psnr, bd_rate, quality_overlap
 from .classical import SWEEP_LEVELS, is_classical, parse_spec, sweep
 from .references import references_for
@@ -71,7 +71,7 @@ class EvalConfig:
         if (self.lr_schedule, self.schedule) != ("constant", "papers"):  # older journals stay valid
             keys |= {"lr_schedule": self.lr_schedule, "schedule": self.schedule}
             # What "cosine" and "budget" mean is the library's constants, which measurements move.
-            keys |= schedule_constants(RefinementConfig(lr_schedule=self.lr_schedule, schedule=self.schedule))
+            keys |= RefinementConfig(lr_schedule=self.lr_schedule, schedule=self.schedule).constants()
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -109,14 +109,6 @@ def resolve_lmbda(point: str, model_lmbda: float, default: float | None) -> floa
     return model_lmbda * float(point[1:]) if point.startswith("x") else float(point)
 
 
-def center_crop(image: LoadedImage, crop: tuple[int, int] | None) -> LoadedImage:
-    if crop is None:
-        return image
-    width, height = min(crop[0], image.width), min(crop[1], image.height)
-    top, left = (image.height - height) // 2, (image.width - width) // 2
-    return LoadedImage(image.tensor[..., top : top + height, left : left + width].contiguous(), image.source_mode)
-
-
 def cells(config: EvalConfig) -> Iterator[tuple[Cell, Path]]:
     """Every cell, one image after another (so a run cut short, or extended with a larger `limit`,
     leaves whole images finished); `none` runs once, at 0 steps."""
@@ -130,8 +122,8 @@ def cells(config: EvalConfig) -> Iterator[tuple[Cell, Path]]:
     for path in images:
         for quality in config.qualities:
             for method in config.methods:
-                for steps in [0] if method == "none" else config.steps:
-                    for point in [""] if method == "none" else config.lmbda_points:
+                for steps in [0] if is_plain(method) else config.steps:
+                    for point in [""] if is_plain(method) else config.lmbda_points:
                         yield Cell(f"{Path(path).parent.name}/{path.name}", quality, method, steps, point), path
     for spec in config.classical:  # after the learned cells, whose PSNR range each image's sweep brackets
         for path in images:
@@ -204,16 +196,15 @@ def evaluate_cell(config: EvalConfig, cell: Cell, path: str, device: str = "cpu"
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()  # one model at a time bounds a worker's memory
         _MODEL_CACHE[key] = eval_model(config, cell.quality, device)
-    method, proxy_options = parse_method(cell.method)
     model = _MODEL_CACHE[key]
     lmbda = resolve_lmbda(cell.lmbda_point, model.lmbda, config.lmbda)
-    refinement = RefinementConfig(method=method, proxy_options=proxy_options, steps=cell.steps, lr=config.lr, lmbda=lmbda,
+    refinement = RefinementConfig(method=cell.method, steps=cell.steps, lr=config.lr, lmbda=lmbda,
                                   seed=config.seed, evaluate_every=config.evaluate_every,
                                   lr_schedule=config.lr_schedule, schedule=config.schedule)
     result = encode(image, model, refinement)
     # the method as the grid names it (with its options, e.g. sga+ssl3:a=1.4), not only the proxy's name
     record = {"cell": cell.key, "config_id": config.identity()} | asdict(cell) | result.stats | {
-        "method": cell.method, "proxy_options": proxy_options, "device": device,
+        "method": cell.method, "proxy_options": refinement.proxy_options, "device": device,
         "trace": result.refinement.trace_dicts()}
     return record, result.data
 
@@ -453,9 +444,9 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
         atomic_write_bytes(results_dir / f"{name}.json", json.dumps(document, indent=2).encode(), force=True)
         curves[(model, method, steps)] = list(zip(document["results"]["bpp"], document["results"]["psnr-rgb"]))
     table = []
-    anchors = {key[0]: key for key, curve in curves.items() if key[1] == "none" and len(curve) >= 2}
+    anchors = {key[0]: key for key, curve in curves.items() if is_plain(key[1]) and len(curve) >= 2}
     for (model, method, steps), curve in curves.items():
-        if method == "none" or len(curve) < 2:
+        if is_plain(method) or len(curve) < 2:
             continue
         # a learned curve is compared with its own model's `none`; a classical codec with every model's
         for anchor_model in [model] if model in anchors else ([] if method != model else sorted(anchors)):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import LatentfitError
-from ..metrics import rd_loss
+from ..metrics import psnr_from_mse, rd_loss
 from .architectures import Architecture, architecture_for
 from .architectures.base import Relaxation
 from .entropy import FORMAT_VERSION, IndexMismatchError, deterministic, index_checksum
@@ -54,8 +54,7 @@ class RateDistortion:
 
     @property
     def psnr(self) -> float:
-        mse = float(self.mse)
-        return float("inf") if mse <= 0 else -10.0 * torch.log10(torch.tensor(mse)).item()
+        return psnr_from_mse(self.mse)
 
 
 def entropy_coder_copy(model: nn.Module) -> nn.Module:

@@ -1,0 +1,199 @@
+"""The refinement's settings: one frozen object, validated once, that a result can be re-run from.
+
+`RefinementConfig` is what `refine_latents`, `encode`, `eval` and rate control take. It builds its
+proxy (`proxy()`) and resolves its temperature schedule (`temperature(steps)`) in one place each,
+and `to_dict()` / `from_dict()` give it as nested, JSON-ready data (proxy and its options, optimiser,
+temperature, stopping, runtime) that `encode --json` and every `eval` record carry whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal
+
+from .errors import LatentfitError
+from .relaxations import QuantizationProxy, get_proxy, parse_method
+from .schedules import TemperatureSchedule
+
+#: `steps="auto"` without a time budget; the most steps `auto` plans within one.
+AUTO_STEPS = 500
+AUTO_MAX_STEPS = 2000
+#: With `tile="auto"`, images with more pixels than this are refined tile by tile.
+AUTO_TILE_PIXELS = 4_000_000
+AUTO_TILE_SIZE = 768
+#: `"budget"` anneals τ from `BUDGET_TAU_START·τ_max` to `BUDGET_TAU_END·τ_max` (τ_max: the method's
+#: own) within the steps; measured for sga+ssl (BENCHMARKS.md, time to quality): an end of 0.2 beat
+#: 0.05 in all six runs (four Kodak crops, two sets of weights; 0.02 was worse still), a start of 1.5
+#: beat 1 on every crop tried (0.6–0.7 and 2 were worse).
+BUDGET_TAU_START = 1.5
+BUDGET_TAU_END = 0.2
+
+#: Version of `to_dict()`'s layout.
+CONFIG_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RefinementConfig:
+    """Settings of `refine_latents`. `lmbda=None` uses the model's training λ.
+
+    The defaults (sga+ssl, 500 steps, its lr 3e-2 with cosine decay to 0.01·lr, τ annealed 1.5 → 0.2
+    within the steps) were chosen from `benchmarks/time_to_quality.py` (BENCHMARKS.md): at a quarter
+    of the papers' 2000 steps they get closer to the papers' final loss than the papers' own settings
+    stopped at 500. The papers' protocol is `lr=5e-3, lr_schedule="constant", schedule="papers"`.
+
+    `method`: a registered proxy's name, or a spec with its options, `"sga+ssl3:a=1.4:power=1.4"`
+    (kept as the name, the options moved to `proxy_options`); an option the proxy does not take is
+    an error. `schedule`: a `TemperatureSchedule`; `"papers"` (or None) for the method's own default
+    (SGA: τ_max 0.5, t₀ 700; SGA+: τ_max 1, t₀ 0; rate 1e-3); `"budget"` to anneal from
+    `BUDGET_TAU_START`·τ_max to `BUDGET_TAU_END`·τ_max within the step budget.
+    `steps="auto"`: `AUTO_STEPS`, or with a `time_budget` as many steps as fit in it (measured
+    on the first steps, at most `AUTO_MAX_STEPS`), with the schedules scaled to that count.
+    `tile`: refine images larger than `AUTO_TILE_PIXELS` pixels tile by tile ("auto"), always with
+    tiles of this many pixels a side (int), or never (None): see `latentfit.tiling`.
+    """
+
+    method: str = "sga+ssl"
+    steps: int | Literal["auto"] = "auto"
+    #: Adam's lr; None: the method's `default_lr` (3e-2 for sga+ssl, the papers' 5e-3 for the others).
+    lr: float | None = None
+    lmbda: float | None = None
+    seed: int = 0
+    evaluate_every: int = 10
+    variables: Literal["joint", "y"] = "joint"
+    schedule: TemperatureSchedule | Literal["papers", "budget"] | None = "budget"
+    proxy_options: dict = field(default_factory=dict)
+    time_budget: float | None = None
+    record_trace: bool = True
+    #: "constant", or "cosine" (decay to `lr_final_fraction`·lr over the step budget).
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    lr_final_fraction: float = 0.01
+    #: Stop after this many true-loss evaluations without a relative improvement of `min_improvement`.
+    patience: int | None = None
+    min_improvement: float = 1e-4
+    #: Run the proxy's decoder copies in channels-last layout (faster on CPU; the true loss and the
+    #: file are computed by the plain model either way).
+    channels_last: bool = True
+    #: `torch.compile` the proxy's decoder copies (needs a C++ compiler on CPU; pays off on long runs).
+    compile: bool = False
+    tile: int | Literal["auto"] | None = "auto"
+
+    def __post_init__(self):
+        name, spec_options = parse_method(self.method)
+        clash = sorted(set(spec_options) & set(self.proxy_options))
+        if clash:
+            raise LatentfitError(f"method option {', '.join(clash)} given twice (in '{self.method}' and in proxy_options)")
+        object.__setattr__(self, "method", name)
+        object.__setattr__(self, "proxy_options", dict(self.proxy_options) | spec_options)
+        self.proxy()  # an option the method does not take is an error now, not a silent default
+        if self.steps != "auto" and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0):
+            raise LatentfitError(f"steps must be an integer >= 0 or 'auto', got {self.steps!r}")
+        if self.tile not in ("auto", None) and (not isinstance(self.tile, int) or self.tile < 64):
+            raise LatentfitError(f"tile must be 'auto', None or an integer >= 64 pixels, got {self.tile!r}")
+        if not (self.schedule in (None, "papers", "budget") or isinstance(self.schedule, TemperatureSchedule)):
+            raise LatentfitError(f"schedule must be a TemperatureSchedule, 'papers' or 'budget', got {self.schedule!r}")
+        if self.lr is not None and self.lr <= 0:
+            raise LatentfitError(f"lr must be > 0, got {self.lr}")
+        if self.evaluate_every < 1:
+            raise LatentfitError(f"evaluate_every must be >= 1, got {self.evaluate_every}")
+        if self.variables not in ("joint", "y"):
+            raise LatentfitError(f"variables must be 'joint' or 'y', got {self.variables!r}")
+        if self.lmbda is not None and self.lmbda <= 0:
+            raise LatentfitError(f"lmbda must be > 0, got {self.lmbda}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise LatentfitError(f"time budget must be > 0 seconds, got {self.time_budget}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise LatentfitError(f"lr schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if not 0 <= self.lr_final_fraction <= 1:
+            raise LatentfitError(f"lr final fraction must be in [0, 1], got {self.lr_final_fraction}")
+        if self.patience is not None and self.patience < 1:
+            raise LatentfitError(f"patience must be >= 1 evaluations, got {self.patience}")
+
+    @cached_property
+    def _proxy(self) -> QuantizationProxy:
+        return get_proxy(self.method, **self.proxy_options)
+
+    def proxy(self) -> QuantizationProxy:
+        """The quantisation proxy `method` names, with `proxy_options` (built once)."""
+        return self._proxy
+
+    def learning_rate(self) -> float:
+        """Adam's lr: `lr`, or the proxy's `default_lr` when `lr` is None."""
+        return self.lr or self.proxy().default_lr
+
+    def planned_steps(self) -> int:
+        """The step count before any time budget refits it (0 for a method that does not refine)."""
+        if not self.proxy().refines:
+            return 0
+        return AUTO_STEPS if self.steps == "auto" else self.steps
+
+    def temperature(self, steps: int) -> TemperatureSchedule:
+        """The schedule `schedule` names, for a run of `steps` steps."""
+        if isinstance(self.schedule, TemperatureSchedule):
+            return self.schedule
+        base = self.proxy().default_schedule()
+        if self.schedule == "budget":
+            return TemperatureSchedule.for_budget(max(steps, 1), BUDGET_TAU_START * base.tau_max,
+                                                  BUDGET_TAU_END * base.tau_max)
+        return base
+
+    def constants(self) -> dict:
+        """The constants behind the named schedules in this version of latentfit: the cosine lr's
+        floor (`lr_final_fraction`) and the budget τ range (`budget_tau`, multiples of τ_max). Results
+        are keyed by them, since measurements move these values while the names stay."""
+        constants: dict = {}
+        if self.lr_schedule == "cosine":
+            constants["lr_final_fraction"] = self.lr_final_fraction
+        if self.schedule == "budget":
+            constants["budget_tau"] = [BUDGET_TAU_START, BUDGET_TAU_END]
+        return constants
+
+    def to_dict(self) -> dict:
+        """The whole configuration as nested JSON-ready data; `from_dict` rebuilds it."""
+        schedule = self.schedule
+        temperature: dict = {"schedule": dataclasses.asdict(schedule) if isinstance(schedule, TemperatureSchedule)
+                             else (schedule or "papers")}
+        if schedule == "budget":
+            temperature["budget_tau"] = [BUDGET_TAU_START, BUDGET_TAU_END]
+        return {
+            "format": CONFIG_FORMAT,
+            "proxy": self.proxy().describe(),
+            "lmbda": self.lmbda,
+            "seed": self.seed,
+            "variables": self.variables,
+            "optimiser": {"lr": self.learning_rate(), "lr_schedule": self.lr_schedule,
+                          "lr_final_fraction": self.lr_final_fraction},
+            "temperature": temperature,
+            "stopping": {"steps": self.steps, "evaluate_every": self.evaluate_every, "patience": self.patience,
+                         "min_improvement": self.min_improvement, "time_budget": self.time_budget},
+            "runtime": {"tile": self.tile, "channels_last": self.channels_last, "compile": self.compile,
+                        "record_trace": self.record_trace},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RefinementConfig":
+        """The configuration `to_dict()` described. A `budget` schedule recorded with other constants
+        than this version's becomes the explicit schedule it stood for (needs a step count)."""
+        try:
+            if data.get("format") != CONFIG_FORMAT:
+                raise LatentfitError(f"refinement config of format {data.get('format')!r}, this version reads {CONFIG_FORMAT}")
+            proxy = dict(data["proxy"])
+            method = proxy.pop("method")
+            optimiser, temperature, stopping = data["optimiser"], data["temperature"], data["stopping"]
+            schedule = temperature["schedule"]
+            if isinstance(schedule, dict):
+                schedule = TemperatureSchedule(**schedule)
+            elif schedule == "budget" and temperature.get("budget_tau") != [BUDGET_TAU_START, BUDGET_TAU_END]:
+                if stopping["steps"] == "auto":
+                    raise LatentfitError(f"this record's budget schedule used τ {temperature.get('budget_tau')} "
+                                         f"x τ_max (now {[BUDGET_TAU_START, BUDGET_TAU_END]}) with steps auto")
+                tau_max = get_proxy(method, **proxy).default_schedule().tau_max
+                start, end = temperature["budget_tau"]
+                schedule = TemperatureSchedule.for_budget(max(stopping["steps"], 1), start * tau_max, end * tau_max)
+            return cls(method=method, proxy_options=proxy, lmbda=data["lmbda"], seed=data["seed"],
+                       variables=data["variables"], lr=optimiser["lr"], lr_schedule=optimiser["lr_schedule"],
+                       lr_final_fraction=optimiser["lr_final_fraction"], schedule=schedule, **stopping,
+                       **data["runtime"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise LatentfitError(f"not a refinement config: {type(exc).__name__} {exc}") from None

@@ -1,0 +1,109 @@
+"""The refinement config: one frozen object, a method spec with its options, and a record it can be
+re-run from."""
+
+import dataclasses
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from latentfit import LatentfitError, RefinementConfig, TemperatureSchedule, encode
+from latentfit import config as refinement
+from latentfit.relaxations import PROXIES
+
+SPECS = {
+    "sga+ssl": st.fixed_dictionaries({}, optional={"a": st.floats(0.5, 5.0), "hard": st.booleans()}),
+    "sga+ssl3": st.fixed_dictionaries({}, optional={"a": st.floats(0.5, 5.0), "factor": st.floats(0.5, 1.0),
+                                                    "power": st.floats(1.0, 2.0)}),
+    "sga": st.fixed_dictionaries({}, optional={"hard": st.booleans()}),
+    "uniform-noise": st.just({}),
+    "none": st.just({}),
+}
+schedules = st.one_of(
+    st.sampled_from(["budget", "papers"]),
+    st.builds(TemperatureSchedule, tau_max=st.floats(0.5, 2.0), rate=st.floats(0.0, 1e-2), t0=st.floats(0, 1000),
+              tau_min=st.just(0.01)),
+)
+
+
+@st.composite
+def configs(draw):
+    method = draw(st.sampled_from(sorted(SPECS)))
+    return RefinementConfig(
+        method=method, proxy_options=draw(SPECS[method]), steps=draw(st.one_of(st.just("auto"), st.integers(0, 3000))),
+        lr=draw(st.one_of(st.none(), st.floats(1e-4, 1e-1))), lmbda=draw(st.one_of(st.none(), st.floats(1e-4, 0.1))),
+        seed=draw(st.integers(0, 2**31)), evaluate_every=draw(st.integers(1, 50)),
+        variables=draw(st.sampled_from(["joint", "y"])), schedule=draw(schedules),
+        time_budget=draw(st.one_of(st.none(), st.floats(1, 600))), lr_schedule=draw(st.sampled_from(["constant", "cosine"])),
+        lr_final_fraction=draw(st.floats(0, 1)), patience=draw(st.one_of(st.none(), st.integers(1, 20))),
+        channels_last=draw(st.booleans()), tile=draw(st.sampled_from(["auto", None, 512, 768])),
+    )
+
+
+@given(configs())
+def test_a_config_survives_its_json_record(config):
+    """Everything that decides a run comes back from the record (through JSON, as files store it);
+    an lr left to the method comes back as the value it resolved to, which is the same run."""
+    again = RefinementConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == dataclasses.replace(config, lr=config.learning_rate(), proxy_options=again.proxy_options)
+    assert again.proxy().describe() == config.proxy().describe()
+    assert again.to_dict() == config.to_dict()
+
+
+def test_a_method_spec_carries_its_options_and_refuses_unknown_ones():
+    config = RefinementConfig(method="sga+ssl3:a=1.4:power=1.4")
+    assert (config.method, config.proxy_options) == ("sga+ssl3", {"a": 1.4, "power": 1.4})
+    assert (config.proxy().a, config.proxy().power, config.proxy().factor) == (1.4, 1.4, 0.98)
+    with pytest.raises(LatentfitError, match="no option 'a'"):
+        RefinementConfig(method="sga:a=2")
+    with pytest.raises(LatentfitError, match="no option 'power'"):
+        RefinementConfig(method="sga+ssl", proxy_options={"power": 2.0})  # once silently dropped
+    with pytest.raises(LatentfitError, match="given twice"):
+        RefinementConfig(method="sga+ssl:a=2", proxy_options={"a": 3.0})
+
+
+def test_a_config_cannot_change_after_it_was_checked():
+    config = RefinementConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.steps = -5  # type: ignore[misc]
+    with pytest.raises(LatentfitError, match="steps"):
+        dataclasses.replace(config, steps=-5)
+
+
+def test_a_budget_recorded_with_other_constants_replays_as_the_schedule_it_ran(monkeypatch):
+    """What "budget" means moves with measurements: a record made before keeps its own τ range."""
+    record = RefinementConfig(method="sga+ssl", steps=400).to_dict()
+    recorded = RefinementConfig.from_dict(record).temperature(400)
+    monkeypatch.setattr(refinement, "BUDGET_TAU_START", 3.0)
+    replayed = RefinementConfig.from_dict(record)
+    assert isinstance(replayed.schedule, TemperatureSchedule)
+    assert replayed.temperature(400) == recorded
+    assert RefinementConfig(method="sga+ssl", steps=400).temperature(400) != recorded
+    auto = RefinementConfig(method="sga+ssl").to_dict() | {"temperature": record["temperature"]}
+    auto["temperature"]["budget_tau"] = [9.0, 0.1]
+    with pytest.raises(LatentfitError, match="steps auto"):
+        RefinementConfig.from_dict(auto)
+
+
+@pytest.mark.parametrize("broken", [{}, {"format": 1}, {"format": 99}, "not a dict"])
+def test_a_record_that_is_not_a_config_is_one_error(broken):
+    with pytest.raises(LatentfitError):
+        RefinementConfig.from_dict(broken)
+
+
+def test_every_registered_method_builds_from_its_name():
+    for name in PROXIES:
+        assert RefinementConfig(method=name).proxy().name == name
+
+
+def test_an_encode_is_reproduced_from_its_own_record(bundled_model, kodak_crop):
+    config = RefinementConfig(method="sga+ssl3:a=1.4", steps=12, evaluate_every=4, seed=7, schedule="papers",
+                              lr_schedule="constant")
+    first = encode(kodak_crop, bundled_model, config)
+    stored = json.loads(json.dumps(first.stats))
+    assert stored["config"]["proxy"] == {"method": "sga+ssl3", "a": 1.4, "factor": 0.98, "power": 1.5, "hard": False}
+    again = encode(kodak_crop, bundled_model, RefinementConfig.from_dict(stored["config"]))
+    assert again.data == first.data and first.refinement.steps_run == 12
+    other_seed = encode(kodak_crop, bundled_model, dataclasses.replace(config, seed=8))
+    assert other_seed.data != first.data  # the record's seed is what made those bytes
