@@ -18,11 +18,14 @@ KODAK = DATA / "kodak"
 
 
 def missing_data(what: str) -> None:
-    """Skip a test whose data is absent, or fail it where the data must be there (CI sets
-    LATENTFIT_REQUIRE_DATA=1, so a moved data folder fails the run instead of skipping half of it)."""
+    """Skip a test whose data is absent, or fail it where the data must be there: under CI (`CI` set,
+    as CI services do, or LATENTFIT_REQUIRE_DATA=1, as `.ci/run` does) a moved data folder fails the
+    run instead of skipping half of it."""
     message = f"{what} not found (set LATENTFIT_DATA)"
-    if os.environ.get("LATENTFIT_REQUIRE_DATA", "") in ("1", "true", "yes"):
-        pytest.fail(message + "; LATENTFIT_REQUIRE_DATA=1 requires it")
+    required = [name for name in ("LATENTFIT_REQUIRE_DATA", "CI")
+                if os.environ.get(name, "").lower() not in ("", "0", "false", "no")]
+    if required:
+        pytest.fail(message + f"; {required[0]} is set, which requires it")
     pytest.skip(message)
 
 

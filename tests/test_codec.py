@@ -171,3 +171,11 @@ def test_a_center_crop_is_centred_and_clipped_to_the_image(height, width, crop_w
     assert 0 <= rows.start and rows.stop <= height and 0 <= cols.start and cols.stop <= width
     assert 0 <= (height - rows.stop) - rows.start <= 1 and 0 <= (width - cols.stop) - cols.start <= 1
     assert center_box(height, width, crop_w) == center_box(height, width, (crop_w, crop_w))
+
+
+@given(psnr_db=st.floats(5.0, 80.0))
+def test_psnr_and_mse_are_inverse(psnr_db):
+    from latentfit.metrics import mse_from_psnr, psnr_from_mse
+
+    assert psnr_from_mse(mse_from_psnr(psnr_db)) == pytest.approx(psnr_db, abs=1e-4)  # float32 logarithm
+    assert psnr_from_mse(0.0) == float("inf") and mse_from_psnr(float("inf")) == 0.0

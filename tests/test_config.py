@@ -46,9 +46,14 @@ def test_a_config_survives_its_json_record(config):
     """Everything that decides a run comes back from the record (through JSON, as files store it);
     an lr left to the method comes back as the value it resolved to, which is the same run."""
     again = RefinementConfig.from_dict(json.loads(json.dumps(config.to_dict())))
-    assert again == dataclasses.replace(config, lr=config.learning_rate(), proxy_options=again.proxy_options)
-    assert again.proxy().describe() == config.proxy().describe()
     assert again.to_dict() == config.to_dict()
+    assert again.proxy().describe() == config.proxy().describe()
+    # what the record leaves out cannot change the run: the cosine floor with a constant lr, the
+    # improvement threshold without patience
+    irrelevant = {"proxy_options": again.proxy_options, "lr": config.learning_rate()}
+    if config.lr_schedule == "constant":
+        irrelevant["lr_final_fraction"] = again.lr_final_fraction
+    assert again == dataclasses.replace(config, **irrelevant)
 
 
 def test_a_method_spec_carries_its_options_and_refuses_unknown_ones():
@@ -107,3 +112,17 @@ def test_an_encode_is_reproduced_from_its_own_record(bundled_model, kodak_crop):
     assert again.data == first.data and first.refinement.steps_run == 12
     other_seed = encode(kodak_crop, bundled_model, dataclasses.replace(config, seed=8))
     assert other_seed.data != first.data  # the record's seed is what made those bytes
+
+
+@pytest.mark.parametrize("env, outcome", [({}, "skip"), ({"CI": "true"}, "fail"), ({"CI": "false"}, "skip"),
+                                          ({"LATENTFIT_REQUIRE_DATA": "1"}, "fail")])
+def test_missing_data_fails_under_ci_and_skips_elsewhere(monkeypatch, env, outcome):
+    from .conftest import missing_data
+
+    for name in ("CI", "LATENTFIT_REQUIRE_DATA"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    expected = pytest.fail.Exception if outcome == "fail" else pytest.skip.Exception
+    with pytest.raises(expected, match="not found"):
+        missing_data("the Kodak set")

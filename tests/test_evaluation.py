@@ -527,3 +527,50 @@ def test_an_evaluated_method_spec_refines_with_its_options(tmp_path):
     assert records["sga+ssl3:a=1.4:power=1.4"]["proxy_options"] == {"a": 1.4, "power": 1.4}
     assert records["sga+ssl3"]["proxy_options"] == {}
     assert records["sga+ssl3"]["true_loss_final"] != records["sga+ssl3:a=1.4:power=1.4"]["true_loss_final"]
+
+
+def test_an_old_journal_is_carried_over_to_the_new_identity_and_nothing_else_changes(tmp_path):
+    """tools/migrate_journal.py rewrites only `config_id`, and only from the old identity of the
+    settings given; a record of other settings stops it with nothing written."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from migrate_journal import old_identity
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    crops = EvalConfig(datasets=[], crop=(64, 64))
+    journal = tmp_path / "cells.jsonl"
+    records = [{"cell": f"k/a.png|q{q}|none|0", "config_id": old_identity(crops), "psnr": 30.0 + q / 3, "trace": []}
+               for q in (1, 2)]
+    journal.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tool = [sys.executable, str(ROOT / "tools" / "migrate_journal.py"), str(tmp_path)]
+    done = subprocess.run(tool + ["--crop", "64x64"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    migrated = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [r["config_id"] for r in migrated] == [crops.identity()] * 2 != [old_identity(crops)] * 2
+    assert [{k: v for k, v in r.items() if k != "config_id"} for r in migrated] == [
+        {k: v for k, v in r.items() if k != "config_id"} for r in records]
+    before = journal.read_bytes()
+    refused = subprocess.run(tool + ["--lr", "1e-2"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "nothing written" in refused.stderr and journal.read_bytes() == before
+
+
+@pytest.mark.parametrize("broken, complaint", [
+    ({"bpp": None}, "'bpp' should be float"), ({"quality": "2"}, "'quality' should be int"), ({"psnr": ...}, "without 'psnr'"),
+])
+def test_a_journal_line_that_is_not_a_record_is_named(tmp_path, broken, complaint):
+    from latentfit.evaluation.runner import read_records
+
+    identity = EvalConfig(datasets=[]).identity()
+    good = {"cell": "k/a.png|q1|none|0", "config_id": identity, "image": "k/a.png", "quality": 1, "method": "none",
+            "steps": 0, "bytes": 100, "bpp": 0.5, "psnr": 30.0}
+    bad = {k: v for k, v in (good | broken).items() if v is not ...} | {"cell": "k/b.png|q1|none|0"}
+    (tmp_path / "cells.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(LatentfitError, match=rf"cells.jsonl:2: results record.*{complaint}"):
+        read_records(tmp_path, identity)
+    (tmp_path / "cells.jsonl").write_text(json.dumps(good) + "\n")
+    assert list(read_records(tmp_path, identity)) == [good["cell"]]

@@ -6,7 +6,7 @@ import torch
 
 from latentfit import Latents, RefinementConfig, encode, refine_latents
 from latentfit.imageio import LoadedImage, pad_to_multiple, to_uint8
-from latentfit.tiling import EntropyContext, JointTile, Tile, tile_grid
+from latentfit.tiling import EntropyContext, Tile, tile_grid
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +37,7 @@ def test_a_tile_loss_changes_exactly_as_the_whole_image_loss(bundled_model, phot
     context = EntropyContext(model, latents)
     y, z = latents.y.detach().clone(), latents.z.detach().clone()
     core = tile_grid(y.shape[-2], y.shape[-1], 4 if joint else 6)[core_index]
-    if joint:
-        tile = JointTile(model, model, photo, y, z, context, core, model.lmbda)
-    else:
-        tile = Tile(model, model, photo, y, context, core, model.lmbda)
+    tile = Tile(model, model, photo, y, z, context, core, model.lmbda, joint)
     pixels = photo.shape[-2] * photo.shape[-1]
     before_whole = model.true_rate_distortion(Latents(y, z), photo, model.lmbda).loss * pixels
     before_tile = tile.true_loss().loss * tile.pixels

@@ -150,7 +150,9 @@ class RefinementConfig:
         return constants
 
     def to_dict(self) -> dict:
-        """The whole configuration as nested JSON-ready data; `from_dict` rebuilds it."""
+        """The whole configuration as nested JSON-ready data; `from_dict` rebuilds it. Settings that
+        cannot change the run are left out (the cosine floor with a constant lr, the improvement
+        threshold without patience), so that records differ only where runs do."""
         schedule = self.schedule
         temperature: dict = {"schedule": dataclasses.asdict(schedule) if isinstance(schedule, TemperatureSchedule)
                              else (schedule or "papers")}
@@ -162,11 +164,12 @@ class RefinementConfig:
             "lmbda": self.lmbda,
             "seed": self.seed,
             "variables": self.variables,
-            "optimiser": {"lr": self.learning_rate(), "lr_schedule": self.lr_schedule,
-                          "lr_final_fraction": self.lr_final_fraction},
+            "optimiser": {"lr": self.learning_rate(), "lr_schedule": self.lr_schedule}
+                         | ({"lr_final_fraction": self.lr_final_fraction} if self.lr_schedule == "cosine" else {}),
             "temperature": temperature,
             "stopping": {"steps": self.steps, "evaluate_every": self.evaluate_every, "patience": self.patience,
-                         "min_improvement": self.min_improvement, "time_budget": self.time_budget},
+                         "time_budget": self.time_budget}
+                        | ({"min_improvement": self.min_improvement} if self.patience is not None else {}),
             "runtime": {"tile": self.tile, "channels_last": self.channels_last, "compile": self.compile,
                         "record_trace": self.record_trace},
         }
@@ -192,8 +195,6 @@ class RefinementConfig:
                 start, end = temperature["budget_tau"]
                 schedule = TemperatureSchedule.for_budget(max(stopping["steps"], 1), start * tau_max, end * tau_max)
             return cls(method=method, proxy_options=proxy, lmbda=data["lmbda"], seed=data["seed"],
-                       variables=data["variables"], lr=optimiser["lr"], lr_schedule=optimiser["lr_schedule"],
-                       lr_final_fraction=optimiser["lr_final_fraction"], schedule=schedule, **stopping,
-                       **data["runtime"])
+                       variables=data["variables"], schedule=schedule, **optimiser, **stopping, **data["runtime"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise LatentfitError(f"not a refinement config: {type(exc).__name__} {exc}") from None

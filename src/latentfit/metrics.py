@@ -12,20 +12,25 @@ from pytorch_msssim import ms_ssim as _ms_ssim
 MS_SSIM_MIN_SIDE = 161
 
 
-def psnr_from_mse(mse: float, peak: float = 1.0) -> float:
-    """`10·log10(peak² / MSE)` in dB (peak 1 for [0, 1] images, 255 for 8-bit); inf for MSE 0."""
+def psnr_from_mse(mse) -> float:
+    """PSNR in dB of an MSE of [0, 1] images (a float or a tensor): `−10·log10(MSE)`; inf for 0.
+
+    The logarithm is taken in float32, as the refinement always has: its true PSNR steers rate
+    control (`--target-psnr`), so these last bits are part of what a seed reproduces."""
     mse = float(mse)
-    return math.inf if mse <= 0 else 10.0 * math.log10(peak**2 / mse)
+    return math.inf if mse <= 0 else -10.0 * torch.log10(torch.tensor(mse, dtype=torch.float32)).item()
 
 
-def mse_from_psnr(psnr_db: float, peak: float = 1.0) -> float:
-    """The MSE a PSNR stands for (the inverse of `psnr_from_mse`); 0 for inf."""
-    return peak**2 * 10.0 ** (-psnr_db / 10.0)
+def mse_from_psnr(psnr_db: float) -> float:
+    """The MSE of [0, 1] images a PSNR stands for (the inverse of `psnr_from_mse`); 0 for inf."""
+    return 10.0 ** (-psnr_db / 10.0)
 
 
 def psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
-    """PSNR in dB between two uint8 images: `10·log10(255² / MSE)`; inf when identical."""
-    return psnr_from_mse(np.mean((reference.astype(np.float64) - decoded.astype(np.float64)) ** 2), 255.0)
+    """PSNR in dB between two uint8 images, as files are measured: `10·log10(255² / MSE)` in float64;
+    inf when identical."""
+    mse = float(np.mean((reference.astype(np.float64) - decoded.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
 def ms_ssim(reference: np.ndarray, decoded: np.ndarray) -> float | None:

@@ -5,8 +5,8 @@ models refined jointly, the matching `t/4` cores of `z`). Each core is refined i
 order) by the same loop as a whole image (`loop.optimise`), everything else held at its current
 hard-quantised value `ŷ = μ + round(y − μ)`, `ẑ = m + round(z − m)`:
 
-- the rate covers every latent whose bits the core can change: the core's `y` (`Tile`), or, when
-  `z` is refined too (`JointTile`), the `y` within `HYPER_REACH` latents whose `(σ, μ) = h_s(ẑ)`
+- the rate covers every latent whose bits the core can change: the core's `y`, or, when `z` is
+  refined too (`Tile(joint=True)`), the `y` within `HYPER_REACH` latents whose `(σ, μ) = h_s(ẑ)`
   move with the core's `z`, plus the core's `z`;
 - the distortion covers every pixel those `y` can change: `g_s` is four stride-2 transposed
   convolutions (kernel 5), so a latent reaches pixels within `MARGIN` = 2 latents (32 px);
@@ -77,134 +77,87 @@ class EntropyContext:
             return bottleneck_bits(self.model.entropy_bottleneck, y_tilde)
         return gaussian_bits(self.model.gaussian_conditional, y_tilde, scales, means)
 
-    def bits(self, y_tilde: Tensor, box: tuple[slice, slice]) -> Tensor:
-        """`−Σ log2 p(ỹ)` of the latents at `box` (rows, columns) under the current parameters."""
-        if not self.hyperprior:
-            return self.y_bits(y_tilde, None, None)
-        return self.y_bits(y_tilde, self.scales[..., box[0], box[1]], self.center[..., box[0], box[1]])
-
     def z_bits(self, z_tilde: Tensor) -> Tensor:
         return bottleneck_bits(self.model.entropy_bottleneck, z_tilde)
 
 
 class Tile:
-    """One core of `y`, `z` held fixed, as a `RefinementProblem` (see the module docstring)."""
+    """One core of `y`, and with `joint` the matching core of `z`, everything else held at its
+    current hard-quantised value, as a `RefinementProblem` (see the module docstring).
 
-    def __init__(self, model: LatentModel, fast: LatentModel, x: Tensor, y: Tensor, context: EntropyContext,
-                 core: tuple[int, int, int, int], lmbda: float):
-        self.model, self.fast, self.context, self.lmbda = model, fast, context, lmbda
-        top, bottom, left, right = core
-        h, w = y.shape[-2:]
-        height, width = x.shape[-2:]
-        # window (decoder input) and region (distortion), in latent units, clipped to the grid
-        self.window = (max(top - HALO, 0), min(bottom + HALO, h), max(left - HALO, 0), min(right + HALO, w))
-        wt, wb, wl, wr = self.window
-        self.core_box = (slice(top, bottom), slice(left, right))
-        self.core_in_window = (slice(top - wt, bottom - wt), slice(left - wl, right - wl))
-        s = LATENT_STRIDE
-        rt, rb = max(top - MARGIN, 0) * s, min((bottom + MARGIN) * s, height)
-        rl, rr = max(left - MARGIN, 0) * s, min((right + MARGIN) * s, width)
-        self.region_in_window = (slice(rt - wt * s, rb - wt * s), slice(rl - wl * s, rr - wl * s))
-        self.target = x[..., rt:rb, rl:rr]
-        self.pixels = max((rb - rt) * (rr - rl), 1)
-        center = context.center[..., wt:wb, wl:wr]
-        with torch.no_grad():  # everything but the core, at its current hard-quantised value
-            self.window_hat = center + torch.round(y[..., wt:wb, wl:wr] - center)
-        self.center_core = context.center[..., self.core_box[0], self.core_box[1]]
-        self.y = y[..., self.core_box[0], self.core_box[1]].detach().clone().requires_grad_(True)
-        self.variables = [self.y]
-
-    def _loss(self, y_tilde: Tensor, synthesis, clamp: bool) -> tuple[Tensor, Tensor, Tensor]:
-        window = self.window_hat.clone()
-        window[..., self.core_in_window[0], self.core_in_window[1]] = y_tilde
-        x_hat = synthesis(window)[..., self.region_in_window[0], self.region_in_window[1]]
-        if clamp:
-            x_hat = x_hat.clamp(0, 1)
-        bits = self.context.bits(y_tilde, self.core_box)
-        mse = torch.nn.functional.mse_loss(x_hat, self.target)
-        return rd_loss(bits / self.pixels, mse, self.lmbda), bits, mse
-
-    def proxy_loss(self, relax: Callable[[Tensor], Tensor]) -> Tensor:
-        y_tilde = self.center_core + relax(self.y - self.center_core)
-        return self._loss(y_tilde, self.fast.model.g_s, clamp=False)[0]
-
-    @torch.no_grad()
-    def true_loss(self) -> TrueLoss:
-        y_hat = self.center_core + torch.round(self.y - self.center_core)
-        with deterministic(self.model.device):
-            loss, bits, mse = self._loss(y_hat, self.model.model.g_s, clamp=True)
-        return TrueLoss(float(loss), float(bits) / self.pixels, psnr_from_mse(mse))
-
-    def snapshot(self) -> list[Tensor]:
-        return [self.y.detach().clone()]
-
-
-class JointTile:
-    """One core of `y` and the matching core of `z` (hyperprior models, `variables="joint"`).
-
-    Changing `z` moves `(σ, μ)` of the `y` within `HYPER_REACH` latents of the core, and with `μ`
-    the reconstruction `ŷ = μ + round(y − μ)` there: so the rate covers those `y` (the core
-    relaxed, the rest hard) plus the core's `z`, and the decoder window and distortion region are
-    widened by the same amount. `h_s` sees `ẑ` within `Z_HALO` of what it must compute exactly.
+    Without `joint` the entropy parameters are the context's (`z` fixed): the rate covers the core's
+    `y`. With `joint`, changing `z` moves `(σ, μ)` of the `y` within `HYPER_REACH` latents of the
+    core, and with `μ` the reconstruction `ŷ = μ + round(y − μ)` there: so the rate covers those `y`
+    (the core relaxed, the rest hard) plus the core's `z`, and the decoder window and distortion
+    region are widened by the same amount; `h_s` sees `ẑ` within `Z_HALO` of what it must compute.
     """
 
-    def __init__(self, model: LatentModel, fast: LatentModel, x: Tensor, y: Tensor, z: Tensor,
-                 context: EntropyContext, core: tuple[int, int, int, int], lmbda: float):
-        self.model, self.fast, self.context, self.lmbda = model, fast, context, lmbda
+    def __init__(self, model: LatentModel, fast: LatentModel, x: Tensor, y: Tensor, z: Tensor | None,
+                 context: EntropyContext, core: tuple[int, int, int, int], lmbda: float, joint: bool):
+        self.model, self.fast, self.context, self.lmbda, self.joint = model, fast, context, lmbda, joint
         top, bottom, left, right = core
         h, w = y.shape[-2:]
-        hz, wz = z.shape[-2:]
         height, width = x.shape[-2:]
-        s, a = LATENT_STRIDE, HYPER_REACH
+        s, a = LATENT_STRIDE, HYPER_REACH if joint else 0
         rate = (max(top - a, 0), min(bottom + a, h), max(left - a, 0), min(right + a, w))
         window = (max(rate[0] - HALO, 0), min(rate[1] + HALO, h), max(rate[2] - HALO, 0), min(rate[3] + HALO, w))
-        zwin = (max(rate[0] // 4 - Z_HALO, 0), min(-(-rate[1] // 4) + Z_HALO, hz),
-                max(rate[2] // 4 - Z_HALO, 0), min(-(-rate[3] // 4) + Z_HALO, wz))
         self.core_box = (slice(top, bottom), slice(left, right))
-        self.z_box = (slice(top // 4, -(-bottom // 4)), slice(left // 4, -(-right // 4)))
         self.core_in_rate = (slice(top - rate[0], bottom - rate[0]), slice(left - rate[2], right - rate[2]))
         self.rate_in_window = (slice(rate[0] - window[0], rate[1] - window[0]),
                                slice(rate[2] - window[2], rate[3] - window[2]))
-        self.rate_in_hyper = (slice(rate[0] - 4 * zwin[0], rate[1] - 4 * zwin[0]),
-                              slice(rate[2] - 4 * zwin[2], rate[3] - 4 * zwin[2]))
-        self.zcore_in_zwin = (slice(self.z_box[0].start - zwin[0], self.z_box[0].stop - zwin[0]),
-                              slice(self.z_box[1].start - zwin[2], self.z_box[1].stop - zwin[2]))
         rt, rb = max(rate[0] - MARGIN, 0) * s, min((rate[1] + MARGIN) * s, height)
         rl, rr = max(rate[2] - MARGIN, 0) * s, min((rate[3] + MARGIN) * s, width)
         self.region_in_window = (slice(rt - window[0] * s, rb - window[0] * s),
                                  slice(rl - window[2] * s, rr - window[2] * s))
         self.target = x[..., rt:rb, rl:rr]
         self.pixels = max((rb - rt) * (rr - rl), 1)
-        medians = context.medians
         with torch.no_grad():  # everything outside the cores at its current hard-quantised value
             center = context.center[..., window[0]:window[1], window[2]:window[3]]
             self.window_hat = center + torch.round(y[..., window[0]:window[1], window[2]:window[3]] - center)
-            self.zwin_hat = medians + torch.round(z[..., zwin[0]:zwin[1], zwin[2]:zwin[3]] - medians)
         self.y_rate = y[..., rate[0]:rate[1], rate[2]:rate[3]].detach()
-        self.medians = medians
         self.y = y[..., self.core_box[0], self.core_box[1]].detach().clone().requires_grad_(True)
+        self.variables = [self.y]
+        if not joint:  # the context's parameters over the rate box (the core)
+            self.scales = None if context.scales is None else context.scales[..., rate[0]:rate[1], rate[2]:rate[3]]
+            self.center = context.center[..., rate[0]:rate[1], rate[2]:rate[3]]
+            return
+        hz, wz = z.shape[-2:]
+        zwin = (max(rate[0] // 4 - Z_HALO, 0), min(-(-rate[1] // 4) + Z_HALO, hz),
+                max(rate[2] // 4 - Z_HALO, 0), min(-(-rate[3] // 4) + Z_HALO, wz))
+        self.z_box = (slice(top // 4, -(-bottom // 4)), slice(left // 4, -(-right // 4)))
+        self.rate_in_hyper = (slice(rate[0] - 4 * zwin[0], rate[1] - 4 * zwin[0]),
+                              slice(rate[2] - 4 * zwin[2], rate[3] - 4 * zwin[2]))
+        self.zcore_in_zwin = (slice(self.z_box[0].start - zwin[0], self.z_box[0].stop - zwin[0]),
+                              slice(self.z_box[1].start - zwin[2], self.z_box[1].stop - zwin[2]))
+        self.medians = context.medians
+        with torch.no_grad():
+            self.zwin_hat = self.medians + torch.round(z[..., zwin[0]:zwin[1], zwin[2]:zwin[3]] - self.medians)
         self.z = z[..., self.z_box[0], self.z_box[1]].detach().clone().requires_grad_(True)
-        self.variables = [self.y, self.z]
+        self.variables.append(self.z)
 
     def _loss(self, relax, network: torch.nn.Module, clamp: bool) -> tuple[Tensor, Tensor, Tensor]:
         """The loss with `network`'s `h_s` and `g_s` (the plain model's, or the proxy's fast copies)."""
-        synthesis = network.g_s
-        zwin = self.zwin_hat.clone()
-        zwin[..., self.zcore_in_zwin[0], self.zcore_in_zwin[1]] = self.medians + relax(self.z - self.medians)
-        scales, means = self.model.arch.side_parameters(network, zwin)
-        scales = scales[..., self.rate_in_hyper[0], self.rate_in_hyper[1]]
-        means = None if means is None else means[..., self.rate_in_hyper[0], self.rate_in_hyper[1]]
-        center = torch.zeros_like(scales) if means is None else means
+        if self.joint:
+            zwin = self.zwin_hat.clone()
+            zwin[..., self.zcore_in_zwin[0], self.zcore_in_zwin[1]] = self.medians + relax(self.z - self.medians)
+            scales, means = self.model.arch.side_parameters(network, zwin)
+            scales = scales[..., self.rate_in_hyper[0], self.rate_in_hyper[1]]
+            means = None if means is None else means[..., self.rate_in_hyper[0], self.rate_in_hyper[1]]
+            center = torch.zeros_like(scales) if means is None else means
+        else:
+            scales, center = self.scales, self.center
+            means = center
         y_rate = center + torch.round(self.y_rate - center)  # hard outside the core; moves with μ
         core_center = center[..., self.core_in_rate[0], self.core_in_rate[1]]
         y_rate[..., self.core_in_rate[0], self.core_in_rate[1]] = core_center + relax(self.y - core_center)
         window = self.window_hat.clone()
         window[..., self.rate_in_window[0], self.rate_in_window[1]] = y_rate
-        x_hat = synthesis(window)[..., self.region_in_window[0], self.region_in_window[1]]
+        x_hat = network.g_s(window)[..., self.region_in_window[0], self.region_in_window[1]]
         if clamp:
             x_hat = x_hat.clamp(0, 1)
-        z_core = zwin[..., self.zcore_in_zwin[0], self.zcore_in_zwin[1]]
-        bits = self.context.y_bits(y_rate, scales, means) + self.context.z_bits(z_core)
+        bits = self.context.y_bits(y_rate, scales, means)
+        if self.joint:
+            bits = bits + self.context.z_bits(zwin[..., self.zcore_in_zwin[0], self.zcore_in_zwin[1]])
         mse = torch.nn.functional.mse_loss(x_hat, self.target)
         return rd_loss(bits / self.pixels, mse, self.lmbda), bits, mse
 
@@ -218,7 +171,7 @@ class JointTile:
         return TrueLoss(float(loss), float(bits) / self.pixels, psnr_from_mse(mse))
 
     def snapshot(self) -> list[Tensor]:
-        return [self.y.detach().clone(), self.z.detach().clone()]
+        return [v.detach().clone() for v in self.variables]
 
 
 class WholeImageTrace:
@@ -263,7 +216,7 @@ def refine_tiles(
     progress: Callable[[int, int, TraceRecord | None], None] | None = None,
 ) -> RefinementResult:
     """Refine the latents core by core (`tile` pixels a side, rounded up to whole latents): `y` and
-    `z` for hyperprior models with `variables="joint"` (`JointTile`), else `y` with `z` kept (`Tile`).
+    `z` for hyperprior models with `variables="joint"`, else `y` with `z` kept (`Tile`).
 
     `initial` is the whole image's true loss, which took `eval_seconds`; with a `deadline`, each tile
     gets an equal share of what is left of it after the final whole-image evaluation."""
@@ -289,10 +242,7 @@ def refine_tiles(
                 stopped_by = "time_budget"
                 break
             tile_deadline = now + remaining / (len(cores) - index)
-        if joint:
-            problem = JointTile(model, fast, x, y, z, context, core, lmbda)
-        else:
-            problem = Tile(model, fast, x, y, context, core, lmbda)
+        problem = Tile(model, fast, x, y, z, context, core, lmbda, joint)
         evaluated = time.perf_counter()
         tile_initial = problem.true_loss()
         offset = evaluated - started  # the loop's records count seconds from its own start

@@ -29,6 +29,7 @@ from ..models.registry import load_model
 from ..relaxations import is_plain
 from .bdrate import bd_psnr, bd_rate, quality_overlap
 from .classical import SWEEP_LEVELS, is_classical, parse_spec, sweep
+from .records import LearnedRecord, Record, check_record
 from .references import references_for
 from .plots import convergence_plot, rd_plot
 from .tables import markdown_summary
@@ -60,18 +61,24 @@ class EvalConfig:
     #: torch threads per cell (0: leave as is in-process; Ray tasks use 1).
     threads: int = 0
 
+    def protocol(self) -> RefinementConfig:
+        """The refinement settings every learned cell shares (each cell adds its method, steps and λ)."""
+        return RefinementConfig(lr=self.lr, lr_schedule=self.lr_schedule, schedule=self.schedule, seed=self.seed,
+                                evaluate_every=self.evaluate_every, lmbda=self.lmbda)
+
     def identity(self) -> str:
-        """Hash of everything that changes a cell's numbers (not which cells are run)."""
+        """Hash of everything that changes a cell's numbers besides the cell itself (its image, quality,
+        method, steps and λ point): the protocol as its `RefinementConfig.to_dict()` records it (the
+        constants behind the named schedules included), the model or checkpoint, the crop and
+        latentfit's version. A journal holds the cells of one identity."""
         from .. import __version__
 
-        keys = {"model": self.model, "lmbda": self.lmbda, "lr": self.lr, "crop": self.crop, "seed": self.seed,
-                "evaluate_every": self.evaluate_every, "version": __version__}
-        if self.checkpoint:  # older journals (named models) keep their identity
-            keys["checkpoint"] = Path(self.checkpoint).name
-        if (self.lr_schedule, self.schedule) != ("constant", "papers"):  # older journals stay valid
-            keys |= {"lr_schedule": self.lr_schedule, "schedule": self.schedule}
-            # What "cosine" and "budget" mean is the library's constants, which measurements move.
-            keys |= RefinementConfig(lr_schedule=self.lr_schedule, schedule=self.schedule).constants()
+        protocol = self.protocol().to_dict()
+        for per_cell in ("proxy", "runtime"):
+            del protocol[per_cell]
+        del protocol["stopping"]["steps"]
+        keys = {"protocol": protocol, "model": self.model, "crop": self.crop, "version": __version__,
+                "checkpoint": Path(self.checkpoint).name if self.checkpoint else None}
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -139,20 +146,21 @@ def cell_file(results_dir: Path, cell: Cell) -> Path:
     return folder / f"{safe}.lfc"
 
 
-def read_records(results_dir: Path, identity: str) -> dict[str, dict]:
+def read_records(results_dir: Path, identity: str) -> dict[str, Record]:
+    """The journal's records by cell key; a record of another identity, or not a record, is an error."""
     path = results_dir / "cells.jsonl"
-    records: dict[str, dict] = {}
+    records: dict[str, Record] = {}
     if not path.exists():
         return records
     for number, line in enumerate(path.read_text().splitlines(), 1):
         try:
-            record = json.loads(line)
+            record = check_record(json.loads(line), f"{path}:{number}")
         except json.JSONDecodeError:
             continue  # a line cut by a crash: that cell simply runs again
         if record.get("config_id") != identity:
             raise LatentfitError(
-                f"{path}:{number}: results of another configuration ({record.get('config_id')}); "
-                f"use another results folder"
+                f"{path}:{number}: results of another configuration ({record.get('config_id')}, now {identity}); "
+                f"use another results folder (a journal of latentfit before 2026-12-04: tools/migrate_journal.py)"
             )
         records[record["cell"]] = record
     return records
@@ -185,7 +193,7 @@ def eval_model(config: EvalConfig, quality: int, device: str = "cpu"):
     return load_model(config.model, quality, device=device)
 
 
-def evaluate_cell(config: EvalConfig, cell: Cell, path: str, device: str = "cpu") -> tuple[dict, bytes | None]:
+def evaluate_cell(config: EvalConfig, cell: Cell, path: str, device: str = "cpu") -> tuple[LearnedRecord, bytes | None]:
     """One cell's record and, for learned codecs, its `.lfc` bytes. Runs in-process or as a Ray task."""
     import torch
 
