@@ -60,6 +60,7 @@ def test_float64_scale_indexes_do_not_depend_on_the_convolution_algorithm(bundle
     assert torch.equal(reference, moved)
 
 
+@pytest.mark.slow
 def test_decoded_image_is_the_one_the_true_loss_was_computed_on(bundled_model, kodak_crop):
     config = RefinementConfig(method="sga+ssl", steps=30, evaluate_every=10, seed=5)
     result = encode(kodak_crop, bundled_model, config)

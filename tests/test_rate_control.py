@@ -73,6 +73,7 @@ def test_psnr_target_is_met_by_the_decoded_file(family, crop, plain):
     assert result.stats["target"] == {"kind": "psnr", "value": goal}
 
 
+@pytest.mark.slow
 def test_bpp_target_counts_the_whole_file(family, crop, plain):
     goal = plain[2]["bpp"] * 0.95
     result = latentfit.encode(crop, family, _config(), target=Target("bpp", goal))

@@ -21,7 +21,8 @@ def test_sga_ssl_lowers_the_true_loss_on_a_real_photo(bundled_model, kodak_crop)
     assert refined.final.loss == pytest.approx(min(losses))
 
 
-@pytest.mark.parametrize("method", ["uniform-noise", "sga", "sga+ssl3", "ste"])
+@pytest.mark.parametrize("method", ["uniform-noise", "sga", pytest.param("sga+ssl3", marks=pytest.mark.slow),
+                                    pytest.param("ste", marks=pytest.mark.slow)])
 def test_every_method_improves_and_never_returns_worse_than_the_encoder(bundled_model, kodak_crop, method):
     result = _refine(bundled_model, kodak_crop, method=method, steps=40, evaluate_every=5)
     assert result.final.loss < result.initial.loss
@@ -50,6 +51,7 @@ def test_lower_lambda_moves_towards_lower_rate(bundled_model, kodak_crop):
     assert low.final.bpp < native.final.bpp
 
 
+@pytest.mark.slow
 def test_trace_records_the_diagnostics(bundled_model, kodak_crop):
     result = _refine(bundled_model, kodak_crop, method="sga", steps=20, evaluate_every=5, schedule="papers")
     steps = [r.step for r in result.trace]
@@ -133,6 +135,7 @@ def test_budget_schedule_anneals_from_above_the_methods_tau_max(bundled_model, k
     assert taus[-1] == pytest.approx(BUDGET_TAU_START * (BUDGET_TAU_END / BUDGET_TAU_START) ** (19 / 20))
 
 
+@pytest.mark.slow
 def test_channels_last_proxy_gives_the_plain_result_within_float_tolerance(bundled_model, kodak_crop):
     # a high lr and a low τ amplify rounding differences chaotically: compare on the gentle papers setting
     settings = dict(method="sga+ssl", steps=20, evaluate_every=5, lr=5e-3, schedule="papers", lr_schedule="constant")
@@ -151,6 +154,7 @@ def _has_compiler() -> bool:
     return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has_compiler(), reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_proxy_gives_the_eager_result_within_float_tolerance(bundled_model):
     import torch

@@ -29,7 +29,7 @@ class SlowProblem:
         return [self.v.detach().clone()]
 
 
-@pytest.mark.parametrize("steps", ["auto", 100000])
+@pytest.mark.parametrize("steps", ["auto", pytest.param(100000, marks=pytest.mark.slow)])
 def test_the_loop_ends_by_its_deadline_with_the_last_evaluation_included(steps):
     # Evaluations cost 4 steps: a loop that checks the clock only after a step (as it once did)
     # overruns by a step and an evaluation, 0.25 s here.
@@ -51,6 +51,7 @@ def test_a_budget_smaller_than_one_step_writes_the_plain_encoders_file(bundled_m
     assert (decode(tiny.data, bundled_model) == plain.decoded).all()
 
 
+@pytest.mark.slow
 def test_the_whole_encode_keeps_its_budget_and_reports_where_the_time_went(bundled_model, kodak_crop):
     # The budget is sized from this machine's measured speed (about 40 steps), and the margin is
     # generous, so that a busy machine does not fail the test.

@@ -443,6 +443,7 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
         if not images:
             continue
         name = f"{model}-{method}-{steps}".replace("|λ", "-lambda").replace("|", "-")
+        name = "".join(c if c.isalnum() or c in "._+-" else "_" for c in name)  # no ':' or '=' (Windows)
         axis = "lmbda" if "|λ" in str(steps) else "quality"
         document = {"name": name, "description": f"latentfit {method}, {steps} steps, on {model}",
                     "images": len(images),
