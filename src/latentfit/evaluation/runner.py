@@ -206,9 +206,7 @@ def evaluate_cell(config: EvalConfig, cell: Cell, path: str, device: str = "cpu"
         _MODEL_CACHE[key] = eval_model(config, cell.quality, device)
     model = _MODEL_CACHE[key]
     lmbda = resolve_lmbda(cell.lmbda_point, model.lmbda, config.lmbda)
-    refinement = RefinementConfig(method=cell.method, steps=cell.steps, lr=config.lr, lmbda=lmbda,
-                                  seed=config.seed, evaluate_every=config.evaluate_every,
-                                  lr_schedule=config.lr_schedule, schedule=config.schedule)
+    refinement = dataclasses.replace(config.protocol(), method=cell.method, steps=cell.steps, lmbda=lmbda)
     result = encode(image, model, refinement)
     # the method as the grid names it (with its options, e.g. sga+ssl3:a=1.4), not only the proxy's name
     record = {"cell": cell.key, "config_id": config.identity()} | asdict(cell) | result.stats | {
