@@ -3,6 +3,7 @@ import math
 import pytest
 
 from latentfit import RefinementConfig, refine_latents
+from latentfit.config import AUTO_STEPS
 from latentfit.errors import LatentfitError
 
 
@@ -180,7 +181,9 @@ def test_auto_steps_fill_the_time_budget_and_respect_it(bundled_model, kodak_cro
                             RefinementConfig(steps="auto", time_budget=budget, evaluate_every=5),
                             progress=lambda step, total, record: totals.append(total))
     assert result.seconds < budget + 1.5
-    assert totals[-1] != totals[0]  # the plan was fitted to the budget after the first evaluation
+    # The plan was fitted to the budget from the first step on: the default plan (AUTO_STEPS) never shows.
+    # (Comparing the first and last totals failed once: the pace after step 1 predicted the budget exactly.)
+    assert max(totals) < AUTO_STEPS
     assert result.steps_run > 5  # it used the budget rather than stopping at the first evaluation
     assert result.steps_run <= totals[-1]
     assert result.final.loss < result.initial.loss
