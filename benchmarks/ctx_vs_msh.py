@@ -2,7 +2,7 @@
 real files: mean bpp, PSNR and the R-D loss `bpp + λ·255²·MSE` at the quality's λ, per quality that
 has an export; with all four qualities, BD-rate as well (issue 29).
 
-    python benchmarks/ctx_vs_msh.py [--exports results/training/latentfit-ctx] [--limit 24]
+    python benchmarks/ctx_vs_msh.py [--exports DIR (default: the bundled weights)] [--limit 24]
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import argparse
 import statistics
 from pathlib import Path
 
+from latentfit.models.registry import BUNDLED_DIR
 from latentfit.shared_data import data_dir
 
-ROOT = Path(__file__).resolve().parents[1]
 KODAK = data_dir("kodak")
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     from latentfit.models.registry import load_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--exports", type=Path, default=ROOT / "results" / "training" / "latentfit-ctx")
+    parser.add_argument("--exports", type=Path, default=BUNDLED_DIR)
     parser.add_argument("--limit", type=int, default=24)
     args = parser.parse_args()
     images = [latentfit.load_image(p) for p in list_images(KODAK)[: args.limit]]

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -66,6 +68,23 @@ def test_int8_export_round_trips_exactly_and_is_smaller(tmp_path):
     step = original.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
     assert ((kernel - original).abs() <= 0.5 * step + 1e-6).all()
     assert not torch.equal(fp16.g_a[0].weight, int8.g_a[0].weight)
+
+
+def test_mixed_export_keeps_the_transforms_in_fp16_and_the_probability_model_in_int8(tmp_path):
+    from latentfit.models.architectures import build_architecture
+    from latentfit.models.registry import load_checkpoint
+    from latentfit.models.weights import INT8_SUFFIX, export_weights, weights_digest
+
+    torch.manual_seed(0)
+    model = build_architecture("mbt2018-mean-checkerboard", 32, 48)
+    mixed = export_weights(model, tmp_path / "m.pt", {"name": "m"}, dtype="mixed")
+    stored = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert stored["g_a.0.weight"].dtype == stored["g_s.0.weight"].dtype == torch.float16
+    assert "latent_codec.hyper.h_s.0.weight" + INT8_SUFFIX in stored
+    assert "latent_codec.y.context_prediction.weight" + INT8_SUFFIX in stored
+    assert torch.equal(mixed.g_s[0].weight, model.g_s[0].weight.half().float())  # fp16: no int8 rounding
+    assert load_checkpoint(tmp_path / "m.pt").digest == weights_digest(mixed)
+    assert json.loads((tmp_path / "m.json").read_text())["weights_dtype"] == "mixed"
 
 
 def test_fine_tuning_the_prior_leaves_the_transforms_and_changes_the_rest(tmp_path):

@@ -1,12 +1,14 @@
-"""Measure exported `latentfit-msh` weights on Kodak and install them into the package.
+"""Measure exported bundled-model weights on Kodak and install them into the package.
 
-For each `<export>/latentfit-msh-<q>.pt`, re-exports it into `src/latentfit/weights/` with int8
-convolution kernels (per-channel fp16 scales; 8 MB instead of 15 MB, Kodak PSNR within ±0.03 dB of
-fp16), encodes all 24 Kodak images with method `none` (real files) using the installed file, writes
-the Kodak bpp / PSNR / MS-SSIM averages and the per-image figures of kodim23 into the model card, and
-prints the BD-rate against CompressAI's published bmshj2018-factorized and mbt2018-mean curves.
+For each `<export>/<name>-<q>.pt`, re-exports it into `src/latentfit/weights/` in its storage type
+(`latentfit-msh`: int8 convolution kernels with per-channel fp16 scales, 8 MB instead of 15 MB, Kodak
+PSNR within ±0.03 dB of fp16; `latentfit-ctx`: `mixed`, int8 except `g_a`/`g_s`, since all-int8 cost
+it 2–8 % validation loss), encodes all 24 Kodak images with method `none` (real files) using the
+installed file, writes the Kodak bpp / PSNR / MS-SSIM averages and the per-image figures of kodim23
+into the model card, and prints the BD-rate against CompressAI's published bmshj2018-factorized and
+mbt2018-mean curves.
 
-Usage: python tools/finalize_bundled.py [EXPORT_DIR] [KODAK_DIR]
+Usage: python tools/finalize_bundled.py [EXPORT_DIR] [KODAK_DIR] [--name=latentfit-ctx]
 """
 
 from __future__ import annotations
@@ -46,15 +48,21 @@ def bd_rate(points, anchor) -> float:
                             [p[1] for p in points], method="akima", require_matching_points=False))
 
 
+#: The storage type each bundled model is installed in (`models.weights.WEIGHT_DTYPES`).
+STORAGE = {"latentfit-msh": "int8", "latentfit-ctx": "mixed"}
+
+
 def main() -> None:
-    export = Path(sys.argv[1] if len(sys.argv) > 1 else Path.home() / ".cache/latentfit/training/export")
-    kodak = Path(sys.argv[2] if len(sys.argv) > 2 else data_dir("kodak"))
+    args = [a for a in sys.argv[1:] if not a.startswith("--name")]
+    name = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--name=")), "latentfit-msh")
+    export = Path(args[0] if args else Path.home() / ".cache/latentfit/training/export")
+    kodak = Path(args[1] if len(args) > 1 else data_dir("kodak"))
     points = []
-    for source in sorted(export.glob("latentfit-msh-*.pt")):
+    for source in sorted(export.glob(f"{name}-*.pt")):
         card = json.loads(source.with_suffix(".json").read_text())
         card.setdefault("training_data", ["CID22 train (206)", "BSDS500 (500)"])
         weights = BUNDLED_DIR / source.name
-        export_weights(load_checkpoint(source).model, weights, card, dtype="int8")
+        export_weights(load_checkpoint(source).model, weights, card, dtype=STORAGE[name])
         card = json.loads(weights.with_suffix(".json").read_text()) | measure(weights, kodak)
         weights.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
         points.append((card["kodak"]["bpp"], card["kodak"]["psnr"]))
@@ -62,7 +70,7 @@ def main() -> None:
               f"{card['kodak']['psnr']:.2f} dB MS-SSIM {card['kodak']['ms_ssim']:.4f}")
     print("\n| quality | λ | training steps | Kodak bpp | PSNR-RGB (dB) | MS-SSIM | file |")
     print("|---|---|---|---|---|---|---|")
-    for weights in sorted(BUNDLED_DIR.glob("latentfit-msh-*.pt")):
+    for weights in sorted(BUNDLED_DIR.glob(f"{name}-*.pt")):
         card = json.loads(weights.with_suffix(".json").read_text())
         kodak = card["kodak"]
         print(f"| {card['quality']} | {card['lmbda']} | {card['steps']} | {kodak['bpp']:.4f} | {kodak['psnr']:.2f} | "

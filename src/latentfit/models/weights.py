@@ -96,18 +96,28 @@ def weights_digest(model: nn.Module) -> bytes:
     return digest.digest()[:8]
 
 
-def _int8_eligible(name: str, parameter: torch.Tensor) -> bool:
-    return parameter.dim() == 4 and name.endswith(".weight")
+#: Storage types of exported weights: "fp16" everything; "int8" per-channel int8 convolution kernels,
+#: fp16 elsewhere (`latentfit-msh`: Kodak PSNR within ±0.03 dB of fp16); "mixed" int8 kernels except
+#: the analysis and synthesis transforms, which stay fp16 (`latentfit-ctx`: int8 `g_a`/`g_s` kernels
+#: cost it about 2 % validation loss each, int8 elsewhere nothing measurable; BENCHMARKS.md).
+WEIGHT_DTYPES = ("fp16", "int8", "mixed")
+FP16_IN_MIXED = ("g_a.", "g_s.")
+
+
+def _int8_eligible(name: str, parameter: torch.Tensor, dtype: str) -> bool:
+    if dtype == "mixed" and name.startswith(FP16_IN_MIXED):
+        return False
+    return dtype in ("int8", "mixed") and parameter.dim() == 4 and name.endswith(".weight")
 
 
 def round_for_storage(model: nn.Module, dtype: str = "fp16") -> nn.Module:
     """A copy of `model` whose parameters are exactly what storage in `dtype` gives back, with fresh CDFs."""
-    if dtype not in ("fp16", "int8"):
-        raise LatentfitError(f"weights dtype must be fp16 or int8, got {dtype!r}")
+    if dtype not in WEIGHT_DTYPES:
+        raise LatentfitError(f"weights dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {dtype!r}")
     model = copy.deepcopy(model).cpu().eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if dtype == "int8" and _int8_eligible(name, parameter):
+            if _int8_eligible(name, parameter, dtype):
                 parameter.copy_(dequantize_int8(*quantize_int8(parameter)))
             else:
                 parameter.copy_(parameter.half().float())
@@ -117,7 +127,7 @@ def round_for_storage(model: nn.Module, dtype: str = "fp16") -> nn.Module:
 
 def export_weights(model: nn.Module, path: str | os.PathLike, card: dict, force: bool = True,
                    dtype: str = "fp16") -> nn.Module:
-    """Save weights (`fp16`, or `int8` convolution kernels) to `path`, the model card beside it (`.json`).
+    """Save weights (a `WEIGHT_DTYPES` storage type) to `path`, the model card beside it (`.json`).
 
     Returns the exported model (rounded parameters, updated CDFs), i.e. exactly what a loader gets back.
     """
@@ -126,7 +136,7 @@ def export_weights(model: nn.Module, path: str | os.PathLike, card: dict, force:
     parameters = dict(exported.named_parameters())
     state = {}
     for key, value in exported.state_dict().items():
-        if key in parameters and dtype == "int8" and _int8_eligible(key, value):
+        if key in parameters and _int8_eligible(key, value, dtype):
             state[key + INT8_SUFFIX], state[key + INT8_SCALE] = quantize_int8(value)
         elif key in parameters and value.is_floating_point():
             state[key] = value.half()
