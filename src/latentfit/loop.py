@@ -176,7 +176,9 @@ def optimise(
                 trace.append(record)
         if progress is not None:
             progress(step + step_offset, total_steps or steps, record if evaluate else None)
-        if last_chance:
+        # A scheduled evaluation spends time the check above did not count: look at the clock again
+        # (this iterate has been evaluated, so stopping here loses nothing).
+        if last_chance or (evaluate and step < steps and out_of_time(time.perf_counter())):
             stopped_by = "time_budget"
             break
         if config.patience is not None and stale >= config.patience:
