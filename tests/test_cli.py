@@ -232,6 +232,46 @@ def test_folder_encoding_survives_an_interrupt_and_resumes(tmp_path):
     assert (outdir / "img0.lfc").stat().st_mtime_ns == first_mtime
 
 
+def _three_crops(folder):
+    folder.mkdir()
+    with Image.open(kodak_image()) as img:
+        for index in range(3):
+            img.crop((index * 200, 100, index * 200 + 96, 164)).save(folder / f"img{index}.png")
+    return folder
+
+
+def test_a_folder_on_two_workers_gives_the_same_files_and_resumes(tmp_path):
+    pytest.importorskip("ray")
+    source = _three_crops(tmp_path / "in")
+    one = run("encode", source, "-o", tmp_path / "one", "--steps", "20", "--seed", "3", "--threads", "1", "--json")
+    assert one.returncode == 0, one.stderr
+    (tmp_path / "two").mkdir()
+    (tmp_path / "two" / "img1.lfc").write_bytes((tmp_path / "one" / "img1.lfc").read_bytes())  # done earlier
+    two = run("encode", source, "-o", tmp_path / "two", "--steps", "20", "--seed", "3", "--workers", "2", "--json")
+    assert two.returncode == 0, two.stderr
+    assert "1 of 3 already encoded" in two.stderr
+    reported = {json.loads(line)["input"].rsplit("/", 1)[-1]: json.loads(line) for line in two.stdout.splitlines()}
+    assert sorted(reported) == ["img0.png", "img2.png"]  # the finished file was not encoded again
+    for name in ("img0", "img1", "img2"):
+        assert (tmp_path / "two" / f"{name}.lfc").read_bytes() == (tmp_path / "one" / f"{name}.lfc").read_bytes()
+    for name, stats in reported.items():
+        assert stats["bytes"] == (tmp_path / "two" / name.replace(".png", ".lfc")).stat().st_size
+        assert stats["seed"] == 3 and stats["steps_run"] == 20
+
+
+def test_a_bad_image_stops_a_parallel_folder_with_one_line_and_no_partial_file(tmp_path):
+    pytest.importorskip("ray")
+    source = _three_crops(tmp_path / "in")
+    (source / "img1.png").write_bytes(b"not an image")
+    proc = run("encode", source, "-o", tmp_path / "out", "--steps", "5", "--workers", "2")
+    assert_clean_failure(proc, "img1.png", "not a readable image")
+    assert proc.returncode == 2
+    written = list((tmp_path / "out").iterdir())
+    assert "img1.lfc" not in {p.name for p in written} and not [p for p in written if p.suffix != ".lfc"]
+    refused = run("encode", source, "-o", tmp_path / "out", "--workers", "0")
+    assert_clean_failure(refused, "--workers")
+
+
 def test_models_json_lists_the_bundled_models_with_how_to_select_them():
     proc = run("models", "--json")
     assert proc.returncode == 0, proc.stderr

@@ -458,7 +458,7 @@ def test_local_ray_workers_run_at_normal_priority(monkeypatch):
 
     import ray
 
-    from latentfit.evaluation.runner import start_ray
+    from latentfit.parallel import start_ray
 
     monkeypatch.delenv("RAY_worker_niceness", raising=False)
     start_ray(None, 1)

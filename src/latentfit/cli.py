@@ -11,6 +11,8 @@ from typing import List, Optional
 
 import typer
 
+from .batch import ModelSource, encode_path, encode_task, pending_images
+from .batch import torch_device as _device
 from .config import AUTO_STEPS, BUDGET_TAU_END, BUDGET_TAU_START, RefinementConfig
 from .errors import LatentfitError
 from .evaluation.classical import describe_codecs
@@ -101,7 +103,11 @@ def encode(
                                                 "with the smallest file found."),
     trace: Optional[Path] = typer.Option(None, help="Write the optimisation trace (JSON) here."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    threads: int = typer.Option(0, help="torch CPU threads (0: PyTorch's default)."),
+    threads: int = typer.Option(0, help="torch CPU threads (0: PyTorch's default; 1 per worker with --workers)."),
+    workers: int = typer.Option(1, help="A folder's images in this many parallel processes (a local Ray "
+                                "instance; 1: one after another)."),
+    ray_address: Optional[str] = typer.Option(None, help="Encode a folder's images on this existing Ray cluster "
+                                              "(the paths must be readable there)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
@@ -109,12 +115,15 @@ def encode(
     """Compress an image (or every image in a folder) into .lfc files, refining the latents first.
 
     With a folder as INPUT, OUTPUT is a folder; files already encoded there are skipped, so an
-    interrupted run continues where it stopped (each file is written atomically).
+    interrupted run continues where it stopped (each file is written atomically). --workers or
+    --ray-address spread a folder's images over processes (one thread each unless --threads); the files
+    are the same bytes as one after another with the same --threads.
     """
-    from .models.registry import load_family, load_model
-
     goal = _target(target_bytes, target_bpp, target_psnr, lmbda)
     batch = input.is_dir()
+    if workers < 1:
+        raise LatentfitError(f"--workers must be at least 1, got {workers}")
+    parallel = batch and (workers > 1 or ray_address is not None)
     if batch:
         if output.exists() and not output.is_dir():
             raise LatentfitError(f"{output}: must be a folder when the input is a folder")
@@ -125,10 +134,10 @@ def encode(
         if trace is not None:
             _check_output(trace, force)
     _set_threads(threads)
-    if goal is not None and quality is None and checkpoint is None:
-        latent_model = load_family(model, device=_device(device))  # the target chooses the quality
-    else:
-        latent_model = load_model(model, quality, checkpoint, device=_device(device))
+    # what loads the model, so that a worker process can load the same one
+    source = ModelSource(model, quality, str(checkpoint) if checkpoint else None,
+                         family=goal is not None and quality is None and checkpoint is None, device=device)
+    latent_model = source.load()  # also in parallel runs: a bad name or file fails here, before any work
     step_count = _steps(steps)
     if schedule not in ("papers", "budget"):
         raise LatentfitError(f"unknown schedule '{schedule}' (use papers or budget)")
@@ -142,6 +151,10 @@ def encode(
     if not batch:
         stats = _encode_file(input, output, latent_model, config, force, trace, progress, device, goal)
         _report(stats, as_json)
+        return
+    if parallel:
+        _encode_folder_parallel(input, output, source, config, force, progress, as_json, goal, threads or 1,
+                                workers, ray_address)
         return
     _encode_folder(input, output, latent_model, config, force, progress, device, as_json, goal)
 
@@ -164,17 +177,12 @@ def _target(target_bytes, target_bpp, target_psnr, lmbda):
 
 def _encode_file(input: Path, output: Path, latent_model, config, force: bool, trace: Optional[Path],
                  progress: bool, device: str, goal=None) -> dict:
-    from .codec import encode as encode_image
-    from .imageio import atomic_write_bytes, load_image
-    from .rate_control import TargetUnreachableError
+    from .imageio import atomic_write_bytes
 
     started = time.perf_counter()  # a --time-budget counts from here to the file on disk
-    image = load_image(input)
     update, close = _progress_bar(progress and sys.stderr.isatty(), f"{config.method} {input.name}")
     try:
-        result = encode_image(image, latent_model, config, progress=update, started=started, target=goal)
-    except TargetUnreachableError as exc:
-        raise LatentfitError(f"{input}: {exc}") from None
+        image, result = encode_path(input, latent_model, config, goal, started, update)
     finally:
         close()
     writing = time.perf_counter()
@@ -209,35 +217,45 @@ def _encode_folder(folder: Path, outdir: Path, latent_model, config, force: bool
     """Encode every image of `folder` into `outdir`, skipping files a previous run completed."""
     from tqdm import tqdm
 
-    from .bitstream import from_bytes
-    from .imageio import list_images
-
-    images = list_images(folder)
-    if not images:
-        raise LatentfitError(f"{folder}: no images found")
-    outdir.mkdir(parents=True, exist_ok=True)
-    skipped = 0
-    with tqdm(images, desc="encode", unit="image", disable=not (progress and sys.stderr.isatty()),
+    todo, skipped = pending_images(folder, outdir, force)
+    with tqdm(todo, desc="encode", unit="image", disable=not (progress and sys.stderr.isatty()),
               file=sys.stderr) as bar:
-        for path in bar:
-            target = outdir / f"{path.stem}.lfc"
-            if target.exists() and not force:
-                from_bytes(target.read_bytes(), str(target))  # a damaged file is reported, not skipped
-                skipped += 1
-                continue
+        for path, target in bar:
             _report(_encode_file(path, target, latent_model, config, force, None, False, device, goal), as_json)
     if skipped:
-        typer.echo(f"latentfit: {skipped} of {len(images)} already encoded in {outdir}, skipped", err=True)
+        typer.echo(f"latentfit: {skipped} of {len(todo) + skipped} already encoded in {outdir}, skipped", err=True)
 
 
-def _device(name: str):
-    import torch
+def _encode_folder_parallel(folder: Path, outdir: Path, source: ModelSource, config, force: bool, progress: bool,
+                            as_json: bool, goal, threads: int, workers: int, address: Optional[str]) -> None:
+    """`_encode_folder` with the images as Ray tasks; each file is written here, atomically, as it
+    arrives, so an interrupted run resumes like a sequential one."""
+    from tqdm import tqdm
 
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise LatentfitError(f"unknown device '{name}' (use cpu or cuda)")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LatentfitError("device cuda requested but no CUDA GPU is available")
-    return torch.device(name)
+    from .imageio import atomic_write_bytes
+    from .parallel import ray_installed, run_tasks
+
+    if not ray_installed():
+        raise LatentfitError("--workers and --ray-address need Ray (pip install 'latentfit[ray]')")
+    todo, skipped = pending_images(folder, outdir, force)
+    outputs = {str(path): target for path, target in todo}
+    gpus = 1.0 if source.device.startswith("cuda") else 0.0
+    calls = [(str(path), source, config, goal, threads) for path, _ in todo]
+    with tqdm(total=len(todo), desc="encode", unit="image", disable=not (progress and sys.stderr.isatty()),
+              file=sys.stderr) as bar:
+        for stats, data, notes in run_tasks(encode_task, calls, workers, address, gpus):
+            output = outputs[stats["input"]]
+            writing = time.perf_counter()
+            atomic_write_bytes(output, data, force=force)
+            write_seconds = time.perf_counter() - writing
+            for note in notes:
+                typer.echo(f"latentfit: note: {note}", err=True)
+            _report(stats | {"seconds": stats["seconds"] + write_seconds, "write_seconds": write_seconds,
+                             "output": str(output)}, as_json)
+            bar.update()
+    if skipped:
+        typer.echo(f"latentfit: {skipped} of {len(todo) + skipped} already encoded in {outdir}, skipped", err=True)
+
 
 
 def _steps(text: str) -> int | str:

@@ -13,8 +13,6 @@ import hashlib
 import json
 import math
 import os
-import signal
-import threading
 import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -26,6 +24,7 @@ from ..config import RefinementConfig
 from ..errors import LatentfitError
 from ..imageio import atomic_write_bytes, center_crop, list_images, load_image, to_uint8
 from ..models.registry import load_model
+from ..parallel import ray_installed, run_tasks
 from ..relaxations import is_plain
 from .bdrate import bd_psnr, bd_rate, quality_overlap
 from .classical import SWEEP_LEVELS, is_classical, parse_spec, sweep
@@ -220,76 +219,16 @@ def _in_process(config: EvalConfig, todo: list, device: str) -> Iterator[tuple[d
         yield evaluate_cell(config, cell, str(path), device)
 
 
-def _signal_handlers() -> dict:
-    """This process's Python-level SIGINT/SIGTERM handlers (none outside the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-
-def _restore_signal_handlers(handlers: dict) -> None:
-    for sig, handler in handlers.items():
-        if handler is not None:  # None: installed outside Python, nothing to restore
-            signal.signal(sig, handler)
-
-
-def start_ray(address: str | None, workers: int) -> None:
-    """Connect to the Ray cluster at `address`, or start a local instance of `workers` CPUs whose
-    workers run at normal priority: Ray's default niceness of 15 let a local eval sit for minutes
-    without finishing a cell while other processes used the cores (`RAY_worker_niceness` set by
-    the user still wins)."""
-    import logging
-
-    import ray
-
-    options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    if address:
-        ray.init(address=address, **options)
-    else:
-        os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(num_cpus=workers, object_store_memory=256 * 1024 * 1024, **options)
-
-
 def _with_ray(config: EvalConfig, todo: list, device: str, workers: int, address: str | None,
               gpus_per_cell: float | None) -> Iterator[tuple[dict, bytes | None]]:
     """Cells as Ray tasks on a local instance (`workers` CPUs) or the cluster at `address`."""
-    import ray
     import torch
 
-    started_here = not ray.is_initialized()
-    # Ray's C++ wait runs Python signal handlers itself and turns any exception but KeyboardInterrupt
-    # into a SystemError, and ray.init puts in its own SIGTERM handler (a stack dump): while Ray runs,
-    # SIGINT/SIGTERM only set a flag; between waits the caller's own handler is put back and run.
-    handlers = _signal_handlers()
-    received: list[int] = []
-    if started_here:
-        start_ray(address, workers)
-
-    def defer_signals() -> None:
-        for sig, handler in handlers.items():
-            if handler is not None:
-                signal.signal(sig, lambda signum, frame: received.append(signum))
-
-    defer_signals()
     if gpus_per_cell is None:
         gpus_per_cell = 1.0 if device.startswith("cuda") and torch.cuda.is_available() else 0.0
-    task = ray.remote(num_cpus=1, num_gpus=gpus_per_cell)(evaluate_cell)
     cell_config = config if config.threads else dataclasses.replace(config, threads=1)
-    try:
-        pending = {task.remote(cell_config, cell, str(path), device): cell for cell, path in todo}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.25)
-            if received:
-                _restore_signal_handlers(handlers)
-                signal.raise_signal(received.pop(0))  # the caller's handler, e.g. the CLI's clean interrupt
-                defer_signals()  # that handler chose to carry on
-            if ready:
-                pending.pop(ready[0])
-                yield ray.get(ready[0])
-    finally:
-        _restore_signal_handlers(handlers)
-        if started_here:
-            ray.shutdown()
+    calls = [(cell_config, cell, str(path), device) for cell, path in todo]
+    yield from run_tasks(evaluate_cell, calls, workers, address, gpus_per_cell)
 
 
 def run_evaluation(config: EvalConfig, results_dir: str | os.PathLike, device: str = "cpu",
@@ -314,12 +253,9 @@ def run_evaluation(config: EvalConfig, results_dir: str | os.PathLike, device: s
     sweeps = [(cell, path) for cell, path in todo if is_classical(cell.method)]
     todo = [(cell, path) for cell, path in todo if not is_classical(cell.method)]
     use_ray = (workers > 1 or ray_address) and todo
-    if use_ray:
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            warnings.warn("Ray is not installed: running the cells in-process (pip install ray)", stacklevel=2)
-            use_ray = False
+    if use_ray and not ray_installed():
+        warnings.warn("Ray is not installed: running the cells in-process (pip install ray)", stacklevel=2)
+        use_ray = False
     source = (_with_ray(config, todo, device, workers, ray_address, gpus_per_cell) if use_ray
               else _in_process(config, todo, device))
     with open(results_dir / "cells.jsonl", "a") as journal:
