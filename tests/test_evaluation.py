@@ -443,6 +443,29 @@ def test_seconds_per_cell_is_the_median_so_one_slow_session_does_not_move_it():
     assert table.splitlines()[-1].endswith("| 2.0 |")
 
 
+def test_bd_rows_carry_median_seconds_per_megapixel_and_the_gain_per_second_plot_is_drawn(tmp_path):
+    """Images of two sizes: seconds per megapixel puts their cells on one axis (the median of each
+    cell's rate, not total seconds over total pixels), for the refined curve and for its anchor."""
+    sizes = {"small.png": (256, 256), "big.png": (768, 512)}  # 0.065536 and 0.393216 MP
+    records = []
+    for image, (width, height) in sizes.items():
+        megapixels = width * height / 1e6
+        for quality, (bpp, psnr) in enumerate(CURVE[:4], 1):
+            for method, steps, factor, per_mp in (("none", 0, 1.0, 2.0 + quality), ("sga+ssl", 50, 0.9, 40.0 + quality)):
+                records.append({"model": "m", "method": method, "steps": steps, "quality": quality, "image": image,
+                                "bpp": bpp * factor, "psnr": psnr, "ms_ssim": 0.9, "width": width, "height": height,
+                                "seconds": per_mp * megapixels})
+    row, = summarise(records, tmp_path)["bd_rates"]
+    assert row["seconds_per_megapixel"] == pytest.approx(42.5)  # median of 41, 42, 43, 44 (each twice)
+    assert row["anchor_seconds_per_megapixel"] == pytest.approx(4.5)
+    assert (tmp_path / "gain_per_second.png").stat().st_size > 1000
+    table = (tmp_path / "summary.md").read_text()
+    assert "| median s/MP |" in table and "| 42.5 |" in table
+    untimed = [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+    row, = summarise(untimed, tmp_path / "untimed")["bd_rates"]
+    assert row["seconds_per_megapixel"] is None and not (tmp_path / "untimed" / "gain_per_second.png").exists()
+
+
 def test_a_missing_ms_ssim_is_never_averaged_as_zero():
     from latentfit.evaluation.runner import mean_curve
 

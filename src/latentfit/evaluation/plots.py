@@ -77,3 +77,53 @@ def convergence_plot(records: list[dict], path: str | Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return Path(path)
+
+
+def gain_per_second_plot(bd_rows: list[dict], path: str | Path) -> Path | None:
+    """BD-rate against `none` (y) over median encode seconds per megapixel (x, log scale): one line per
+    refinement method through its step counts, starting at its plain encoder (0 %), and one dashed line
+    per classical codec through its presets (the specs evaluated, e.g. `avif:speed=6`), each point
+    labelled with its steps or options. Rows without both values (or along a λ axis) are left out;
+    nothing is written when no row has them."""
+    from .classical import is_classical
+
+    lines: dict[tuple, list[tuple[float, float, str]]] = defaultdict(list)
+    anchors: dict[str, float] = {}
+    for row in bd_rows:
+        seconds, rate = row.get("seconds_per_megapixel"), row.get("bd_rate")
+        if seconds is None or rate is None or seconds <= 0 or "|" in str(row["steps"]):
+            continue
+        if is_classical(row["method"]):
+            codec, _, options = row["method"].partition(":")
+            lines[(codec, row["anchor"], True)].append((seconds, rate, options.replace(":", " ")))
+        else:
+            lines[(f"{row['model']} {row['method']}", row["anchor"], False)].append((seconds, rate, str(row["steps"])))
+            if row.get("anchor_seconds_per_megapixel"):
+                anchors[row["anchor"]] = row["anchor_seconds_per_megapixel"]
+    if not lines:
+        return None
+    several_anchors = len({anchor for _, anchor, _ in lines}) > 1
+    figure, axis = plt.subplots(figsize=(7, 5))
+    colours = plt.get_cmap("tab10").colors
+    for index, ((label, anchor, classical), points) in enumerate(sorted(lines.items())):
+        points = sorted(points)
+        if not classical and anchor in anchors:
+            points = [(anchors[anchor], 0.0, "none")] + points
+        colour = colours[index % 10]
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="s" if classical else "o",
+                  linestyle="--" if classical else "-", color=colour,
+                  label=label + (f" (vs {anchor})" if several_anchors else ""))
+        for x, y, text in points:
+            if text:
+                axis.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour)
+    axis.axhline(0.0, color="grey", linewidth=0.8)
+    axis.set_xscale("log")
+    axis.set_xlabel("median encode seconds per megapixel (this machine)")
+    axis.set_ylabel("BD-rate against none (%)")
+    axis.set_title("BD-rate against none vs encode seconds per megapixel")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)

@@ -112,7 +112,7 @@ def write_report(records: list[dict], summary: dict, config: EvalConfig, results
     )
     plots = "".join(
         f'<figure><img class="plot" alt="{name}" src="{_file_uri(results_dir / name)}"></figure>'
-        for name in ("rd.png", "convergence.png") if (results_dir / name).exists()
+        for name in ("rd.png", "gain_per_second.png", "convergence.png") if (results_dir / name).exists()
     )
     viewer = "".join(_viewer_rows(records, config, results_dir, viewer_images, crop))
     document = f"""<!DOCTYPE html>

@@ -30,8 +30,8 @@ from .bdrate import bd_psnr, bd_rate, quality_overlap
 from .classical import SWEEP_LEVELS, is_classical, parse_spec, sweep
 from .records import LearnedRecord, Record, check_record
 from .references import references_for
-from .plots import convergence_plot, rd_plot
-from .tables import markdown_summary
+from .plots import convergence_plot, gain_per_second_plot, rd_plot
+from .tables import markdown_summary, seconds_per_megapixel
 
 
 @dataclass
@@ -409,9 +409,13 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
             rate, quality = ((v if v is not None and math.isfinite(v) else None) for v in (rate, quality))
             left_out = sorted({r.get("image") for key in (anchor_key, (model, method, steps))
                                for rs in groups[key].values() for r in rs} - images)
+            timed = [[r for rs in groups[key].values() for r in rs if r.get("image") in images]
+                     for key in ((model, method, steps), anchor_key)]
             table.append({"model": model, "method": method, "steps": steps, "anchor": f"{anchor_model} none",
                           "bd_rate": rate, "bd_psnr": quality, "psnr_overlap": overlap,
-                          "images": len(images), "left_out": left_out})
+                          "images": len(images), "left_out": left_out,
+                          "seconds_per_megapixel": seconds_per_megapixel(timed[0]),
+                          "anchor_seconds_per_megapixel": seconds_per_megapixel(timed[1])})
     atomic_write_bytes(results_dir / "bd_rates.json", json.dumps(table, indent=2).encode(), force=True)
     # seconds per cell and the convergence figures, like the curves, count only finished images
     finished = [r for r in records if r.get("image") in complete[curve_key(r, along)]]
@@ -419,4 +423,5 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
     labelled = {(f"{m} {meth} {st}" if meth != m else m): c for (m, meth, st), c in curves.items()}
     rd_plot(labelled, results_dir / "rd.png", references=references_for(records))
     convergence_plot(finished, results_dir / "convergence.png")
+    gain_per_second_plot(table, results_dir / "gain_per_second.png")
     return {"curves": {"|".join(map(str, k)): v for k, v in curves.items()}, "bd_rates": table}

@@ -37,25 +37,34 @@ def _percent(value: float | None, signed: bool = True) -> str:
     return "—" if value is None else (f"{value:+.2f} %" if signed else f"{value:.1%}")
 
 
+def seconds_per_megapixel(records: list[dict]) -> float | None:
+    """Median over `records` of each cell's encode seconds per megapixel of its image (None without
+    a timed cell of known size): the x axis on which encoders of any image size compare."""
+    rates = [r["seconds"] / (r["width"] * r["height"] / 1e6) for r in records
+             if r.get("seconds") is not None and r.get("width") and r.get("height")]
+    return statistics.median(rates) if rates else None
+
+
 def bd_rate_table(records: list[dict], bd_rates: list[dict]) -> str:
-    """One row per compared curve: BD-rate and BD-PSNR against its anchor, images, median seconds per cell
-    (a journal resumed over sessions mixes machines of different speed: the median is the typical cell's
-    time, where one slow session would pull the mean)."""
+    """One row per compared curve: BD-rate and BD-PSNR against its anchor, images, median encode seconds
+    per megapixel and per cell (a journal resumed over sessions mixes machines of different speed: the
+    median is the typical cell's time, where one slow session would pull the mean)."""
     cells: dict[tuple, list[dict]] = defaultdict(list)
     for record in records:
         cells[(record["model"], record["method"], record["steps"])].append(record)
-    lines = ["| model | method | steps | anchor | images | BD-rate | BD-PSNR | PSNR overlap | median seconds per cell |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for row in sorted(bd_rates, key=lambda r: (r["model"], r["anchor"], r["method"], r["steps"])):
+    lines = ["| model | method | steps | anchor | images | BD-rate | BD-PSNR | PSNR overlap | median s/MP "
+             "| median seconds per cell |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in sorted(bd_rates, key=lambda r: (r["model"], r["anchor"], r["method"], str(r["steps"]))):
         group = cells[(row["model"], row["method"], row["steps"])]
         images = row.get("images", len({r["image"] for r in group if "image" in r}))
         seconds = statistics.median([r.get("seconds") or 0.0 for r in group] or [0.0])
+        per_megapixel = seconds_per_megapixel(group)
         psnr = "—" if row["bd_psnr"] is None else f"{row['bd_psnr']:+.3f} dB"
         overlap = row.get("psnr_overlap")
         flag = "" if overlap is None or overlap >= LOW_OVERLAP else " (low)"
         lines.append(f"| {row['model']} | {row['method']} | {row['steps']} | {row['anchor']} | {images} | "
                      f"{_percent(row['bd_rate'])} | {psnr} | {_percent(overlap, signed=False)}{flag} | "
-                     f"{seconds:.1f} |")
+                     f"{'—' if per_megapixel is None else f'{per_megapixel:.3g}'} | {seconds:.1f} |")
     return "\n".join(lines)
 
 
