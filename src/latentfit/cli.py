@@ -535,10 +535,16 @@ def train(
     """Train a CompressAI model on a folder of images; resumes from CHECKPOINT_DIR/last.pt if present."""
     import torch
 
-    from .training import TrainConfig, Trainer
+    from .training import TRAINABLE, TrainConfig, Trainer, training_images
 
     if threads:
         torch.set_num_threads(threads)
+    # bad input fails here, before anything is written to CHECKPOINT_DIR
+    if trainable not in TRAINABLE:
+        raise LatentfitError(f"--finetune must be one of {', '.join(TRAINABLE)}, got '{trainable}'")
+    training_images([str(d) for d in train_dir], patch_size)
+    if valid_dir is not None:
+        training_images([str(valid_dir)], 1)
     if init is not None:
         if init_from is not None:
             raise LatentfitError("give --init (a model name) or --init-from (a weights file), not both")

@@ -60,6 +60,35 @@ class TrainConfig:
     context_lr: float | None = None
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.trainable not in TRAINABLE:
+            raise LatentfitError(f"--finetune must be one of {', '.join(TRAINABLE)}, got '{self.trainable}'")
+
+
+TRAINABLE = ("all", "prior", "context")
+
+
+def training_images(folders: list[str], min_size: int) -> list[Path]:
+    """The images of `folders` with both sides at least `min_size` pixels, from their headers; a
+    missing folder, a file that is not a readable image or no usable image at all is a one-line
+    error naming it (checked before a run writes anything)."""
+    found = []
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise LatentfitError(f"{folder}: no such training folder")
+        for path in list_images(folder):
+            try:
+                with Image.open(path) as img:
+                    width, height = img.size
+                    img.verify()
+            except (OSError, SyntaxError, ValueError) as exc:  # Pillow's errors for a broken or foreign file
+                raise LatentfitError(f"{path}: not a readable image ({type(exc).__name__})") from None
+            if min(width, height) >= min_size:
+                found.append(path)
+    if not found:
+        raise LatentfitError(f"no training images of at least {min_size}px found in {', '.join(map(str, folders))}")
+    return found
+
 
 class ImageBank:
     """All training images in memory as uint8 (3, H, W) tensors; random crops and flips from a
@@ -67,14 +96,10 @@ class ImageBank:
 
     def __init__(self, folders: list[str], min_size: int):
         self.images: list[torch.Tensor] = []
-        for folder in folders:
-            for path in list_images(folder):
-                with Image.open(path) as img:
-                    array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-                if min(array.shape[:2]) >= min_size:
-                    self.images.append(torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous())
-        if not self.images:
-            raise LatentfitError(f"no training images of at least {min_size}px found in {', '.join(folders)}")
+        for path in training_images(folders, min_size):
+            with Image.open(path) as img:
+                array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            self.images.append(torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous())
 
     def __len__(self) -> int:
         return len(self.images)
@@ -124,7 +149,6 @@ class Trainer:
     def __init__(self, config: TrainConfig, checkpoint_dir: str | Path, device: str = "cpu"):
         self.config = config
         self.checkpoint_dir = Path(checkpoint_dir)
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
         self.model = build_architecture(config.architecture, config.N, config.M).to(self.device)
@@ -133,7 +157,7 @@ class Trainer:
             if isinstance(self.model, MeanScaleCheckerboard) and not any(k.startswith("latent_codec.") for k in state):
                 self.model = MeanScaleCheckerboard.from_mean_scale(state).to(self.device)
             else:
-                self.model.load_state_dict(state)
+                self._load(state, config.init_from)
         if config.trainable == "context":
             if not isinstance(self.model, MeanScaleCheckerboard):
                 raise LatentfitError(f"trainable 'context' needs a context model, not {config.architecture}")
@@ -150,8 +174,8 @@ class Trainer:
                 parameter.requires_grad_(not name.startswith(frozen))
             main = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.endswith(".quantiles")]
             aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
-        else:
-            raise LatentfitError(f"trainable must be 'all', 'prior' or 'context', got {config.trainable!r}")
+        else:  # refused by TrainConfig
+            raise AssertionError(config.trainable)
         # One parameter group per lr (each with its `base_lr`); `learning_rate` scales them all.
         context = {id(p) for p in context_parameters(self.model)} if isinstance(self.model, MeanScaleCheckerboard) else set()
         groups = [{"params": [p for p in main if id(p) not in context], "base_lr": config.lr},
@@ -165,6 +189,16 @@ class Trainer:
         self.bank: ImageBank | None = None
         self._stop = False
         self.resumed = self._resume()
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # only once the weights and settings are good
+
+    def _load(self, state: dict, source) -> None:
+        """`state` into the model, or a one-line error when it is another architecture's (or widths')."""
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError:
+            c = self.config
+            raise LatentfitError(f"{source}: weights of another architecture or size than {c.architecture} "
+                                 f"(N={c.N}, M={c.M})") from None
 
     @property
     def checkpoint_path(self) -> Path:
@@ -174,7 +208,7 @@ class Trainer:
         if not self.checkpoint_path.exists():
             return False
         state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        self.model.load_state_dict(state["model"])
+        self._load(state["model"], self.checkpoint_path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.aux_optimizer.load_state_dict(state["aux_optimizer"])
         self.step = int(state["step"])
