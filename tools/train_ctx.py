@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     from latentfit.imageio import atomic_write_bytes
     from latentfit.models.architectures.checkerboard import MeanScaleCheckerboard
     from latentfit.models.weights import load_state_dict_file, round_for_storage
-    from latentfit.training import TrainConfig, Trainer
+    from latentfit.training import TrainConfig
 
     started = time.time()
     args = parse_args(argv)
@@ -112,13 +112,12 @@ def main(argv: list[str] | None = None) -> None:
             checkpoint_every=args.checkpoint_every, seed=quality, init_from=str(init), trainable=args.trainable,
         )
         if args.seconds is not None:
-            trainer, result = timed_run(config, stage, args, deadline=started + args.seconds - args.reserve)
+            trainer, result, first_step = timed_run(config, stage, args, deadline=started + args.seconds - args.reserve)
         else:
-            trainer = Trainer(config, stage, device=args.device)
-            if not trainer.resumed:  # the starting point's validation, so the card shows the trend from it
-                trainer.history.append({"step": 0} | trainer.validate())
+            trainer, first_step = started_trainer(config, stage, args.device)
             result = trainer.run(progress=False)
-        run = {"steps": trainer.step, "lr": args.lr, "context_lr": args.context_lr, "trainable": args.trainable,
+        # this run's own steps: a stage resumed from its last.pt continues a run the card already counts
+        run = {"steps": trainer.step - first_step, "lr": args.lr, "context_lr": args.context_lr, "trainable": args.trainable,
                "batch_size": args.batch_size, "patch_size": args.patch_size, "lr_drop": f"x0.1 over the last {args.drop_fraction:g} of the time" if args.seconds is not None
                else f"x0.1 from {1 - args.drop_fraction:g} of the steps",
                "device": args.device, "variant": args.variant,
@@ -145,12 +144,10 @@ def timed_run(config, stage: Path, args: argparse.Namespace, deadline: float):
     """Train until `deadline` (a `time.time()` value), dropping the lr ×0.1 once the last
     `--drop-fraction` of the time from the first step to the deadline begins: a drop by time, not by
     step, so that a pace that changes (other processes on the same GPU starting or ending) cannot
-    push the drop past the end. Returns the trainer, validated at its last step, and its `run()` result."""
-    from latentfit.training import Trainer
-
-    trainer = Trainer(replace(config, steps=10**9, lr_drop_at=1.0, validate_every=10**9), stage, device=args.device)
-    if not trainer.resumed:
-        trainer.history.append({"step": 0} | trainer.validate())
+    push the drop past the end. Returns the trainer, validated at its last step, its `run()` result
+    and the step it started at."""
+    trainer, first_step = started_trainer(replace(config, steps=10**9, lr_drop_at=1.0, validate_every=10**9), stage,
+                                          args.device)
     first: list[float] = []
 
     def on_step(step, terms):
@@ -164,7 +161,18 @@ def timed_run(config, stage: Path, args: argparse.Namespace, deadline: float):
             trainer.request_stop()
 
     result = trainer.run(progress=False, on_step=on_step)
-    return validated(trainer), result
+    return validated(trainer), result, first_step
+
+
+def started_trainer(config, stage: Path, device: str):
+    """The stage's trainer and the step it starts at; a fresh stage's starting point is validated
+    first, so that the card shows the trend from it."""
+    from latentfit.training import Trainer
+
+    trainer = Trainer(config, stage, device=device)
+    if not trainer.resumed:
+        trainer.history.append({"step": 0} | trainer.validate())
+    return trainer, trainer.step
 
 
 def validate_model(trainer, model) -> dict:
