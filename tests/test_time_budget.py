@@ -29,7 +29,7 @@ class SlowProblem:
         return [self.v.detach().clone()]
 
 
-@pytest.mark.parametrize("budget", [3.05, 3.15, 3.25, 3.35])
+@pytest.mark.parametrize("budget", [3.05, *(pytest.param(b, marks=pytest.mark.slow) for b in (3.15, 3.25, 3.35))])
 @pytest.mark.parametrize("steps", ["auto", pytest.param(100000, marks=pytest.mark.slow)])
 def test_the_loop_ends_by_its_deadline_with_the_last_evaluation_included(steps, budget):
     # Evaluations cost 8 steps. A loop that does not look at the clock again after a scheduled
