@@ -243,7 +243,7 @@ def _encode_folder_parallel(folder: Path, outdir: Path, source: ModelSource, con
     calls = [(str(path), source, config, goal, threads) for path, _ in todo]
     with tqdm(total=len(todo), desc="encode", unit="image", disable=not (progress and sys.stderr.isatty()),
               file=sys.stderr) as bar:
-        for stats, data, notes in run_tasks(encode_task, calls, workers, address, gpus):
+        for stats, data, notes in (run_tasks(encode_task, calls, workers, address, gpus) if calls else ()):
             output = outputs[stats["input"]]
             writing = time.perf_counter()
             atomic_write_bytes(output, data, force=force)
