@@ -54,7 +54,11 @@ def bd_rate_table(records: list[dict], bd_rates: list[dict]) -> str:
         cells[(record["model"], record["method"], record["steps"])].append(record)
     lines = ["| model | method | steps | anchor | images | BD-rate | BD-PSNR | PSNR overlap | median s/MP "
              "| median seconds per cell |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for row in sorted(bd_rates, key=lambda r: (r["model"], r["anchor"], r["method"], str(r["steps"]))):
+    def order(row: dict) -> tuple:  # steps in numeric order; "500|λx0.5"-style curve names after them
+        steps = row["steps"]
+        return row["model"], row["anchor"], row["method"], (0, steps, "") if isinstance(steps, int) else (1, 0, str(steps))
+
+    for row in sorted(bd_rates, key=order):
         group = cells[(row["model"], row["method"], row["steps"])]
         images = row.get("images", len({r["image"] for r in group if "image" in r}))
         seconds = statistics.median([r.get("seconds") or 0.0 for r in group] or [0.0])
