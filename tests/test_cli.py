@@ -278,7 +278,7 @@ def test_models_json_lists_the_bundled_models_with_how_to_select_them():
     rows = json.loads(proc.stdout)
     bundled = [r for r in rows if r["source"] == "bundled"]
     assert {r["quality"] for r in bundled} >= {1, 2, 3, 4}
-    assert {r["name"] for r in bundled} == {"latentfit-msh", "latentfit-ctx"}
+    assert {r["name"] for r in bundled} == {"latentfit-msh", "latentfit-ctx", "latentfit-msh-warm"}
     for row in bundled:
         assert row["select"] == {"model": row["name"], "quality": row["quality"]}
         assert row["kodak_bpp"] > 0 and row["kodak_psnr"] > 0

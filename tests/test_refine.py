@@ -139,7 +139,8 @@ def test_budget_schedule_anneals_from_above_the_methods_tau_max(bundled_model, k
 @pytest.mark.slow
 def test_channels_last_proxy_gives_the_plain_result_within_float_tolerance(bundled_model, kodak_crop):
     # a high lr and a low τ amplify rounding differences chaotically: compare on the gentle papers setting
-    settings = dict(method="sga+ssl", steps=20, evaluate_every=5, lr=5e-3, schedule="papers", lr_schedule="constant")
+    settings = dict(method="sga+ssl", steps=20, evaluate_every=5, lr=5e-3, schedule="papers", lr_schedule="constant",
+                    precision="fp32")  # the layout alone
     plain = _refine(bundled_model, kodak_crop, channels_last=False, **settings)
     fast = _refine(bundled_model, kodak_crop, channels_last=True, **settings)
     for a, b in zip(plain.trace[1:], fast.trace[1:]):
@@ -161,9 +162,9 @@ def test_compiled_proxy_gives_the_eager_result_within_float_tolerance(bundled_mo
     import torch
 
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    eager = refine_latents(bundled_model, x, RefinementConfig(steps=6, evaluate_every=2, channels_last=False, lr=5e-3))
-    compiled = refine_latents(bundled_model, x, RefinementConfig(steps=6, evaluate_every=2, channels_last=False,
-                                                                 lr=5e-3, compile=True))
+    fp32 = dict(steps=6, evaluate_every=2, channels_last=False, lr=5e-3, precision="fp32")  # compilation alone
+    eager = refine_latents(bundled_model, x, RefinementConfig(**fp32))
+    compiled = refine_latents(bundled_model, x, RefinementConfig(**fp32, compile=True))
     assert [r.step for r in compiled.trace] == [r.step for r in eager.trace]
     for a, b in zip(eager.trace[1:], compiled.trace[1:]):
         assert b.proxy_loss == pytest.approx(a.proxy_loss, rel=1e-4)

@@ -8,12 +8,18 @@ installed file, writes the Kodak bpp / PSNR / MS-SSIM averages and the per-image
 into the model card, and prints the BD-rate against CompressAI's published bmshj2018-factorized and
 mbt2018-mean curves.
 
+An encoder file (`train --finetune encoder`, e.g. `--name=latentfit-msh-warm`) is installed as it is
+(it holds only `g_a`/`h_a`, over the bundled base model its card names), measured the same way, and
+its BD-rate against that base model's Kodak curve printed as well.
+
 Usage: python tools/finalize_bundled.py [EXPORT_DIR] [KODAK_DIR] [--name=latentfit-ctx]
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -57,12 +63,20 @@ def main() -> None:
     name = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--name=")), "latentfit-msh")
     export = Path(args[0] if args else Path.home() / ".cache/latentfit/training/export")
     kodak = Path(args[1] if len(args) > 1 else data_dir("kodak"))
-    points = []
-    for source in sorted(export.glob(f"{name}-*.pt")):
+    points, base_points = [], []
+    ours = lambda folder: [p for p in sorted(folder.glob(f"{name}-*.pt"))  # noqa: E731
+                           if re.fullmatch(rf"{re.escape(name)}-\d+", p.stem)]  # not latentfit-msh-warm-2 for latentfit-msh
+    for source in ours(export):
         card = json.loads(source.with_suffix(".json").read_text())
         card.setdefault("training_data", ["CID22 train (206)", "BSDS500 (500)"])
         weights = BUNDLED_DIR / source.name
-        export_weights(load_checkpoint(source).model, weights, card, dtype=STORAGE[name])
+        if card.get("kind") == "encoder":  # stored as trained; the decoder is the bundled base's
+            shutil.copyfile(source, weights)
+            weights.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+            base = json.loads((BUNDLED_DIR / f"{card['base']['name']}-{card['base']['quality']}.json").read_text())
+            base_points.append((base["kodak"]["bpp"], base["kodak"]["psnr"]))
+        else:
+            export_weights(load_checkpoint(source).model, weights, card, dtype=STORAGE[name])
         card = json.loads(weights.with_suffix(".json").read_text()) | measure(weights, kodak)
         weights.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
         points.append((card["kodak"]["bpp"], card["kodak"]["psnr"]))
@@ -70,13 +84,16 @@ def main() -> None:
               f"{card['kodak']['psnr']:.2f} dB MS-SSIM {card['kodak']['ms_ssim']:.4f}")
     print("\n| quality | λ | training steps | Kodak bpp | PSNR-RGB (dB) | MS-SSIM | file |")
     print("|---|---|---|---|---|---|---|")
-    for weights in sorted(BUNDLED_DIR.glob(f"{name}-*.pt")):
+    for weights in ours(BUNDLED_DIR):
         card = json.loads(weights.with_suffix(".json").read_text())
         kodak = card["kodak"]
         print(f"| {card['quality']} | {card['lmbda']} | {card['steps']} | {kodak['bpp']:.4f} | {kodak['psnr']:.2f} | "
               f"{kodak['ms_ssim']:.4f} | {weights.stat().st_size / 1e6:.1f} MB |")
     if len(points) >= 2:
-        for label, anchor in (("bmshj2018-factorized", BMSHJ2018_FACTORIZED), ("mbt2018-mean", MBT2018_MEAN)):
+        anchors = [("bmshj2018-factorized", BMSHJ2018_FACTORIZED), ("mbt2018-mean", MBT2018_MEAN)]
+        if len(base_points) == len(points):
+            anchors.insert(0, ("its base model, same images", base_points))
+        for label, anchor in anchors:
             try:
                 print(f"BD-rate vs {label}: {bd_rate(points, anchor):+.1f} %")
             except Exception as exc:  # curves that do not overlap in PSNR

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import bitstream
 from .bitstream import Bitstream, BitstreamError
+from .config import resolve_precision
 from .errors import LatentfitError
 from .imageio import LoadedImage, to_uint8
 from .metrics import bits_per_pixel, ms_ssim, psnr
@@ -93,7 +94,7 @@ def encode_stats(image: LoadedImage, model: LatentModel, config: RefinementConfi
     reference = to_uint8(image.tensor)
     size = len(data)
     stats = {
-        "model": model.name,
+        "model": model.encoder or model.name,
         "quality": model.quality,
         "weights_digest": model.digest.hex(),
         "width": image.width,
@@ -118,8 +119,11 @@ def encode_stats(image: LoadedImage, model: LatentModel, config: RefinementConfi
         "lmbda": result.lmbda,
         "seed": result.seed,
         "time_budget": config.time_budget,
+        "precision": resolve_precision(config.precision, model.device),  # of the proxy pass; the file is fp32
         "config": config.to_dict(),  # the whole configuration: `RefinementConfig.from_dict` re-runs it
     }
+    if model.encoder:  # a fine-tuned encoder over a base model: the file is the base model's, and decodes with it
+        stats["decoder"] = model.name
     finished = time.perf_counter()
     stats |= {
         "seconds": finished - started,

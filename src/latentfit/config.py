@@ -30,6 +30,22 @@ AUTO_TILE_SIZE = 768
 BUDGET_TAU_START = 1.5
 BUDGET_TAU_END = 0.2
 
+#: Precisions of the proxy pass (`RefinementConfig.precision`).
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device) -> str:
+    """The precision `precision` means on `device`: "auto" is "bf16" on a CPU with native bfloat16
+    arithmetic (AVX512-BF16 or AMX), where it halves a step's time, else "fp32" (a CPU without it
+    would emulate bf16 slowly; on CUDA it is not measured yet)."""
+    import torch
+
+    if precision != "auto":
+        return precision
+    if torch.device(device).type != "cpu":
+        return "fp32"
+    return "bf16" if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported() else "fp32"
+
 #: Version of `to_dict()`'s layout.
 CONFIG_FORMAT = 1
 
@@ -77,6 +93,11 @@ class RefinementConfig:
     channels_last: bool = True
     #: `torch.compile` the proxy's decoder copies (needs a C++ compiler on CPU; pays off on long runs).
     compile: bool = False
+    #: Precision of the proxy's synthesis transform `g_s` (forward and backward): "fp32"; "bf16"
+    #: (autocast: about 2x faster steps on a CPU with AVX512-BF16 or AMX, for the same true-loss gain,
+    #: BENCHMARKS.md "Gain per second"); "auto": bf16 on such a CPU, fp32 elsewhere (`resolve_precision`).
+    #: The true loss, the entropy coding and the file are always computed in fp32 by the plain model.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     tile: int | Literal["auto"] | None = "auto"
 
     def __post_init__(self):
@@ -103,6 +124,8 @@ class RefinementConfig:
             raise LatentfitError(f"lmbda must be > 0, got {self.lmbda}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise LatentfitError(f"time budget must be > 0 seconds, got {self.time_budget}")
+        if self.precision not in PRECISIONS:
+            raise LatentfitError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise LatentfitError(f"lr schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if not 0 <= self.lr_final_fraction <= 1:
@@ -171,7 +194,8 @@ class RefinementConfig:
                          "time_budget": self.time_budget}
                         | ({"min_improvement": self.min_improvement} if self.patience is not None else {}),
             "runtime": {"tile": self.tile, "channels_last": self.channels_last, "compile": self.compile,
-                        "record_trace": self.record_trace},
+                        "record_trace": self.record_trace}
+                       | ({"precision": self.precision} if self.precision != "fp32" else {}),  # as before it existed
         }
 
     @classmethod

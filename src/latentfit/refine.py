@@ -19,6 +19,7 @@ from torch import Tensor
 from .config import (  # re-exported (__all__): latentfit.refine is where users found them
     AUTO_MAX_STEPS, AUTO_STEPS, AUTO_TILE_PIXELS, AUTO_TILE_SIZE, BUDGET_TAU_END, BUDGET_TAU_START, RefinementConfig,
 )
+from .config import resolve_precision
 from .errors import LatentfitError
 from .imageio import pad_to_multiple
 from .loop import RefinementResult, TraceRecord, TrueLoss, optimise
@@ -36,7 +37,8 @@ class WholeImage:
 
     def __init__(self, model: LatentModel, x: Tensor, latents: Latents, lmbda: float, config: RefinementConfig):
         self.model, self.x, self.lmbda = model, x, lmbda
-        self.fast = model.proxy_view(channels_last=config.channels_last, compile=config.compile)
+        self.fast = model.proxy_view(channels_last=config.channels_last, compile=config.compile,
+                                      precision=resolve_precision(config.precision, model.device))
         self.joint = model.has_hyperprior and config.variables == "joint"
         self.y = latents.y.detach().clone().requires_grad_(True)
         self.z = latents.z.detach().clone().requires_grad_(True) if self.joint else None

@@ -29,7 +29,7 @@ from torch import Tensor
 from .metrics import mse_from_psnr, psnr_from_mse, rd_loss
 from .models.adapter import LatentModel, Latents, deterministic
 from .models.entropy import bottleneck_bits, bottleneck_medians, gaussian_bits
-from .config import RefinementConfig
+from .config import RefinementConfig, resolve_precision
 from .loop import RefinementResult, TraceRecord, TrueLoss, optimise
 
 #: Latents around a core whose pixels are in its distortion term. These reaches are the hyperprior
@@ -221,7 +221,8 @@ def refine_tiles(
     `initial` is the whole image's true loss, which took `eval_seconds`; with a `deadline`, each tile
     gets an equal share of what is left of it after the final whole-image evaluation."""
     context = EntropyContext(model, initial_latents)
-    fast = model.proxy_view(channels_last=config.channels_last, compile=config.compile)
+    fast = model.proxy_view(channels_last=config.channels_last, compile=config.compile,
+                            precision=resolve_precision(config.precision, model.device))
     y = initial_latents.y.detach().clone()
     joint = model.has_hyperprior and config.variables == "joint"
     z = initial_latents.z.detach().clone() if joint else initial_latents.z

@@ -22,9 +22,9 @@ from PIL import Image
 from .errors import LatentfitError
 from .imageio import atomic_write_bytes, center_box, list_images
 from .metrics import psnr_from_mse, rd_loss
-from .models.architectures import build_architecture
+from .models.architectures import architecture_for, build_architecture
 from .models.architectures.checkerboard import MeanScaleCheckerboard, context_parameters
-from .models.weights import export_weights, load_state_dict_file
+from .models.weights import ENCODER_PREFIXES, export_encoder, export_weights, load_state_dict_file, weights_digest
 
 
 @dataclass
@@ -55,6 +55,9 @@ class TrainConfig:
     #: "context": only what a context model adds to the mean-scale hyperprior it was initialised from
     #: (its transforms and hyperprior frozen, so it starts at exactly that model's rates).
     trainable: str = "all"
+    #: "encoder": only the analysis transforms `g_a`, `h_a`, against the true (hard-rounded) loss with
+    #: straight-through gradients; the decoder and entropy models stay bit-exact, so files made with
+    #: the result decode with the unchanged base model (an amortised warm start for refinement).
     #: lr of a context model's own networks (context prediction, entropy parameters), which start
     #: from zero when initialised from a mean-scale hyperprior; None: `lr`.
     context_lr: float | None = None
@@ -65,7 +68,25 @@ class TrainConfig:
             raise LatentfitError(f"--finetune must be one of {', '.join(TRAINABLE)}, got '{self.trainable}'")
 
 
-TRAINABLE = ("all", "prior", "context")
+TRAINABLE = ("all", "prior", "context", "encoder")
+
+
+def straight_through_round(v: torch.Tensor) -> torch.Tensor:
+    """`round(v)` forward, identity backward."""
+    return v + (torch.round(v) - v).detach()
+
+
+def hard_rate_distortion(model: torch.nn.Module, x: torch.Tensor, lmbda: float) -> dict[str, torch.Tensor]:
+    """The true loss of what the codec transmits for `x` (latents rounded exactly as `compress` rounds
+    them: `y` about its predicted mean, `z` about its median), with straight-through gradients into the
+    analysis transforms. The entropy models are evaluated as in coding (no noise)."""
+    arch = architecture_for(model)
+    y = model.g_a(x)
+    z = arch.hyper_analysis(model, y) if arch.has_hyperprior else None
+    bits, y_hat = arch.rate(model, y, z, straight_through_round)
+    pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
+    mse = torch.mean((model.g_s(y_hat) - x) ** 2)
+    return {"loss": rd_loss(bits / pixels, mse, lmbda), "bpp": bits / pixels, "mse": mse}
 
 
 def training_images(folders: list[str], min_size: int) -> list[Path]:
@@ -166,6 +187,15 @@ class Trainer:
             for parameter in main:
                 parameter.requires_grad_(True)
             aux = []
+        elif config.trainable == "encoder":
+            if not config.init_from:
+                raise LatentfitError("--finetune encoder fine-tunes a trained model: give --init (or --init-from)")
+            self.model.requires_grad_(False)
+            main = [p for n, p in self.model.named_parameters() if n.startswith(ENCODER_PREFIXES)]
+            for parameter in main:
+                parameter.requires_grad_(True)
+            aux = []
+            self.base_digest = weights_digest(self.model)
         elif config.trainable in ("all", "prior"):
             # "prior": the probability model only (hyper-analysis, hyper-synthesis, entropy models and any
             # context networks); the analysis and synthesis transforms stay as they are.
@@ -241,13 +271,18 @@ class Trainer:
         if self.bank is None:
             self.bank = ImageBank(self.config.train_dirs, self.config.patch_size)
         self.model.train()
+        if self.config.trainable == "encoder":
+            self.model.eval()  # the entropy models as in coding: rounding, no noise
         if self.config.trainable == "context":
             self.model.latent_codec["hyper"].eval()  # frozen: its quantiser must not add training noise
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step) * group["base_lr"] / self.config.lr
         batch = self.bank.sample(self.config.batch_size, self.config.patch_size, self.generator).to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        terms = rate_distortion(self.model(batch), batch, self.config.lmbda)
+        if self.config.trainable == "encoder":
+            terms = hard_rate_distortion(self.model, batch, self.config.lmbda)
+        else:
+            terms = rate_distortion(self.model(batch), batch, self.config.lmbda)
         terms["loss"].backward()
         if self.config.clip_max_norm > 0:
             torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
@@ -310,7 +345,8 @@ class Trainer:
         return {"step": self.step, "finished": self.step >= self.config.steps, "history": self.history}
 
     def export(self, path: str | Path, card: dict | None = None, dtype: str = "fp16") -> torch.nn.Module:
-        """Write fp16 (or int8-kernel) weights plus a JSON model card describing this run."""
+        """Write fp16 (or int8-kernel) weights plus a JSON model card describing this run; an `encoder`
+        run writes only its `g_a`/`h_a` tensors, with the base model's identity (`models.weights.export_encoder`)."""
         card = {
             "architecture": self.config.architecture,
             "N": self.config.N,
@@ -326,4 +362,6 @@ class Trainer:
             "patch_size": self.config.patch_size,
             "last_validation": self.history[-1] if self.history else None,
         } | (card or {})
+        if self.config.trainable == "encoder":
+            return export_encoder(self.model, path, card, self.base_digest, dtype=dtype)
         return export_weights(self.model, path, card, dtype=dtype)

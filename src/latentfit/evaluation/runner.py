@@ -59,11 +59,13 @@ class EvalConfig:
     lmbda_points: list[str] = field(default_factory=lambda: [""])
     #: torch threads per cell (0: leave as is in-process; Ray tasks use 1).
     threads: int = 0
+    #: Precision of the proxy's `g_s` (`RefinementConfig.precision`); files are fp32 either way.
+    precision: str = "fp32"
 
     def protocol(self) -> RefinementConfig:
         """The refinement settings every learned cell shares (each cell adds its method, steps and λ)."""
         return RefinementConfig(lr=self.lr, lr_schedule=self.lr_schedule, schedule=self.schedule, seed=self.seed,
-                                evaluate_every=self.evaluate_every, lmbda=self.lmbda)
+                                evaluate_every=self.evaluate_every, lmbda=self.lmbda, precision=self.precision)
 
     def identity(self) -> str:
         """Hash of everything that changes a cell's numbers besides the cell itself (its image, quality,
@@ -78,6 +80,8 @@ class EvalConfig:
         del protocol["stopping"]["steps"]
         keys = {"protocol": protocol, "model": self.model, "crop": self.crop, "version": __version__,
                 "checkpoint": Path(self.checkpoint).name if self.checkpoint else None}
+        if self.precision != "fp32":  # changes the numbers; absent for fp32, so older journals keep their identity
+            keys["precision"] = self.precision
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -68,6 +68,19 @@ def entropy_coder_copy(model: nn.Module) -> nn.Module:
     return coder.eval()
 
 
+class BFloat16(nn.Module):
+    """`module` run under bfloat16 autocast on its input's device, its output back in float32: the
+    proxy's synthesis transform at about 2.4x the speed on a CPU with AVX512-BF16 (`precision="bf16"`)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.module(x).float()
+
+
 class LatentModel:
     """A frozen CompressAI model seen through the operations latent refinement needs.
 
@@ -77,7 +90,8 @@ class LatentModel:
     - `compress(latents)` / `decompress(strings, shapes)`: entropy coding of *given* latents.
     """
 
-    def __init__(self, model: nn.Module, name: str, quality: int, lmbda: float, source: str = "checkpoint"):
+    def __init__(self, model: nn.Module, name: str, quality: int, lmbda: float, source: str = "checkpoint",
+                 digest: bytes | None = None, encoder: str | None = None):
         self.model = model.eval().requires_grad_(False)
         self.arch: Architecture = architecture_for(model)
         self.architecture = self.arch.name
@@ -85,7 +99,10 @@ class LatentModel:
         self.quality = int(quality)
         self.lmbda = float(lmbda)
         self.source = source
-        self._digest: bytes | None = None
+        #: The digest files carry: the weights that decode them. Given for a fine-tuned encoder over a base
+        #: model (`encoder` names it), whose decoder-side tensors are the base's: the base's digest.
+        self._digest: bytes | None = digest
+        self.encoder = encoder
         self._proxy_views: dict[tuple[bool, bool], LatentModel] = {}
         self._cpu_coder: nn.Module | None = None
 
@@ -115,17 +132,18 @@ class LatentModel:
         self._cpu_coder = None
         return self
 
-    def proxy_view(self, channels_last: bool = False, compile: bool = False) -> "LatentModel":
+    def proxy_view(self, channels_last: bool = False, compile: bool = False, precision: str = "fp32") -> "LatentModel":
         """This model with private copies of `h_s` and `g_s` in channels-last memory format and/or
-        compiled by `torch.compile`, for the *proxy* loss only (entropy models shared).
+        compiled by `torch.compile`, and with `precision="bf16"` a `g_s` run under bfloat16 autocast,
+        for the *proxy* loss only (entropy models shared).
 
-        Layout and compilation change floating-point rounding, so the true loss, `compress` and
-        `decompress` always use the plain model: decoded pixels never depend on these speed settings.
+        Layout, compilation and precision change floating-point rounding, so the true loss, `compress`
+        and `decompress` always use the plain model: decoded pixels never depend on these speed settings.
         The view is cached, so compilation is paid once per model and image size.
         """
-        if not (channels_last or compile):
+        if not (channels_last or compile or precision != "fp32"):
             return self
-        key = (channels_last, compile)
+        key = (channels_last, compile, precision)
         if key not in self._proxy_views:
             model = copy.copy(self.model)
             model._modules = dict(self.model._modules)
@@ -135,7 +153,8 @@ class LatentModel:
                 module = copy.deepcopy(self.model._modules[name])
                 if channels_last:
                     module = module.to(memory_format=torch.channels_last)
-                model._modules[name] = torch.compile(module) if compile else module
+                module = torch.compile(module) if compile else module
+                model._modules[name] = BFloat16(module) if precision == "bf16" and name == "g_s" else module
             view = LatentModel.__new__(LatentModel)
             view.__dict__.update(self.__dict__)
             view.model, view._proxy_views = model, {}

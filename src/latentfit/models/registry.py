@@ -21,7 +21,7 @@ import torch
 from ..errors import LatentfitError, ModelNotAvailableError
 from .adapter import LatentModel
 from .architectures import ARCHITECTURES, architecture_class, infer_architecture
-from .weights import load_state_dict_file
+from .weights import apply_encoder, load_state_dict_file
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
 BUNDLED_NAME = "latentfit-msh"
@@ -129,12 +129,28 @@ def _build(state_dict: dict, architecture: str, source: str) -> torch.nn.Module:
     return model
 
 
+def load_with_encoder(path: str | os.PathLike, card: dict, name: str, device: str | torch.device = "cpu",
+                      source: str = "checkpoint") -> LatentModel:
+    """The base model an encoder file (`train --finetune encoder`) names, with that file's `g_a`/`h_a`.
+
+    Its files carry the base's name, quality and digest, so they decode with the plain base model."""
+    base = card["base"]
+    model = load_model(base.get("name"), base.get("quality"), device="cpu")
+    digest = model.digest  # of the base weights, before the encoder changes them
+    apply_encoder(model.model, path)
+    return LatentModel(model.model, model.name, model.quality, model.lmbda, source=source, digest=digest,
+                       encoder=name).to(device)
+
+
 def load_checkpoint(path: str | os.PathLike, architecture: str | None = None, lmbda: float | None = None,
                     device: str | torch.device = "cpu") -> LatentModel:
-    """A model from a user's weights file (exported by latentfit or a CompressAI state dict)."""
+    """A model from a user's weights file (exported by latentfit or a CompressAI state dict), or the
+    base model with a fine-tuned encoder when the file is an encoder file."""
     path = Path(path)
-    state = load_state_dict_file(path)
     card = _read_card(path)
+    if card.get("kind") == "encoder":
+        return load_with_encoder(path, card, card.get("name") or path.name.split(".")[0], device)
+    state = load_state_dict_file(path)
     architecture = architecture or card.get("architecture") or infer_architecture(state)
     model = _build(state, architecture, str(path))
     name = card.get("name") or path.name.split(".")[0]
@@ -174,6 +190,8 @@ def load_model(name: str | None = None, quality: int | None = None, checkpoint: 
     name = name or DEFAULT_MODEL
     for spec in bundled_models():
         if spec.name == name and (quality is None and spec.quality == DEFAULT_QUALITY or spec.quality == quality):
+            if spec.card.get("kind") == "encoder":
+                return load_with_encoder(spec.path, spec.card, spec.name, device, source="bundled")
             state = load_state_dict_file(spec.path)
             model = _build(state, spec.architecture, spec.path)
             return LatentModel(model, spec.name, spec.quality, float(spec.lmbda), source="bundled").to(device)

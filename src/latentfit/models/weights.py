@@ -151,3 +151,100 @@ def export_weights(model: nn.Module, path: str | os.PathLike, card: dict, force:
     card["weights_digest"] = weights_digest(exported).hex()
     atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode(), force=True)
     return exported
+
+
+#: Tensors only the encoder uses (analysis and hyper-analysis transforms): an encoder-only fine-tune
+#: (`train --finetune encoder`) changes these and nothing else.
+ENCODER_PREFIXES = ("g_a.", "h_a.", "latent_codec.hyper.h_a.")
+
+
+def encoder_digest(model: nn.Module) -> bytes:
+    """8-byte digest of the encoder-side tensors only (`ENCODER_PREFIXES`)."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        if key.startswith(ENCODER_PREFIXES):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(key.encode() + str(tuple(tensor.shape)).encode() + tensor.numpy().tobytes())
+    return digest.digest()[:8]
+
+
+def export_encoder(model: nn.Module, path: str | os.PathLike, card: dict, base_digest: bytes,
+                   dtype: str = "fp16") -> nn.Module:
+    """Save only the encoder-side tensors of `model` (an encoder-only fine-tune of the model whose
+    `weights_digest` is `base_digest`), their card beside them naming that base.
+
+    Why files need no new digest: a `.lfc` file's digest names the weights that decode it, and an
+    encoder-only fine-tune leaves every tensor the decoder reads bit-identical to the base's. Its files
+    therefore carry the base model's digest and decode with the unchanged base model anywhere; the
+    loader (`apply_encoder`) enforces that the file holds encoder-side tensors only and was made for
+    exactly that base. Returns the model with the stored (rounded) encoder tensors in place.
+    """
+    path = Path(path)
+    exported = copy.deepcopy(model).cpu().eval()
+    state = {}
+    parameters = dict(exported.named_parameters())
+    with torch.no_grad():
+        for name, value in exported.state_dict().items():
+            if not name.startswith(ENCODER_PREFIXES):
+                continue
+            if name not in parameters or not value.is_floating_point():
+                state[name] = value.clone()  # constant buffers (e.g. GDN's bounds) as they are
+            elif _int8_eligible(name, value, dtype):
+                q, scale = quantize_int8(value)
+                value.copy_(dequantize_int8(q, scale))
+                state[name + INT8_SUFFIX], state[name + INT8_SCALE] = q, scale
+            else:
+                value.copy_(value.half().float())
+                state[name] = value.half().clone()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue(), force=True)
+    card = dict(card) | {"kind": "encoder", "weights_dtype": dtype, "encoder_digest": encoder_digest(exported).hex()}
+    card["base"] = dict(card.get("base") or {}) | {"weights_digest": base_digest.hex()}
+    atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode(), force=True)
+    return exported
+
+
+def read_encoder_card(path: str | os.PathLike) -> dict:
+    """The card of an encoder file (`export_encoder`), or a one-line error when it is not one."""
+    path = Path(path)
+    card_path = path.with_suffix(".json")
+    try:
+        card = json.loads(card_path.read_text())
+    except FileNotFoundError:
+        raise LatentfitError(f"{path}: no encoder card {card_path.name} beside it") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LatentfitError(f"{card_path}: unreadable encoder card ({exc})") from None
+    base = card.get("base") if isinstance(card, dict) else None
+    if card.get("kind") != "encoder" or not isinstance(base, dict) or "weights_digest" not in base:
+        raise LatentfitError(f"{path}: not an encoder file (its card names no base model)")
+    return card
+
+
+def apply_encoder(model: nn.Module, path: str | os.PathLike) -> dict:
+    """Replace `model`'s encoder-side tensors by those of encoder file `path`, in place; returns its card.
+
+    Refused (one line, model untouched): a file made for other base weights (the card's base digest
+    is not `weights_digest(model)`), or one holding any tensor that is not encoder-side or does not fit.
+    """
+    path = Path(path)
+    card = read_encoder_card(path)
+    base = card["base"]
+    actual = weights_digest(model).hex()
+    if base["weights_digest"] != actual:
+        raise LatentfitError(f"{path}: an encoder for {base.get('name', '?')} q{base.get('quality', '?')} "
+                             f"(digest {base['weights_digest']}), not for the loaded model (digest {actual})")
+    state = load_state_dict_file(path)
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
+    foreign = sorted(k for k in state if k not in own)
+    if foreign:
+        raise LatentfitError(f"{path}: holds tensors an encoder file may not change ({', '.join(foreign[:3])})")
+    missing = sorted(k for k in own if k not in state)
+    misfit = sorted(k for k in state if state[k].shape != own[k].shape)
+    if missing or misfit:
+        raise LatentfitError(f"{path}: encoder tensors do not fit the model ({', '.join((missing + misfit)[:3])})")
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if key in state:
+                value.copy_(state[key].to(value.dtype))
+    return card
