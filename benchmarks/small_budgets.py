@@ -4,7 +4,8 @@ For every (image crop, quality, setting, step budget) the refinement's relative 
 `1 − L_true(final) / L_true(encoder)` is journalled (one JSON line each, so a run resumes and runs
 split with `--shard i/n` share one journal). The summary prints, per budget, each setting's mean and
 median reduction and on how many cells it beats latentfit's default (`default`: lr 3e-2 cosine to
-0.01·lr, τ 1.5 → 0.2·τ_max within the steps). True loss at the model's λ, seed 0, one thread.
+0.01·lr, τ 1.5 → 0.2·τ_max within the steps). True loss at the model's λ, seed 0, one thread; the
+proxy's precision is latentfit's default (`auto`) unless a setting names one, and recorded per row.
 
 Usage: python benchmarks/small_budgets.py [--images kodim01,...] [--crop 256] [--qualities 1,2,3,4]
            [--steps 25,50] [--settings default,lr5e-2,...] [--model latentfit-msh] [--shard 0/2]
@@ -22,6 +23,7 @@ import torch
 
 import latentfit
 from latentfit import RefinementConfig, TemperatureSchedule
+from latentfit.config import resolve_precision
 from latentfit.imageio import center_crop
 from latentfit.shared_data import data_dir
 
@@ -48,7 +50,8 @@ def settings(steps: int) -> dict[str, dict]:
 def run_one(model, image, steps: int, setting: dict) -> dict:
     config = RefinementConfig(method="sga+ssl", steps=steps, seed=0, tile=None, **setting)
     result = latentfit.refine_latents(model, image.tensor, config)
-    return {"initial": result.initial.loss, "final": result.final.loss,
+    return {"precision": resolve_precision(config.precision, model.device),
+            "initial": result.initial.loss, "final": result.final.loss,
             "reduction": 1.0 - result.final.loss / result.initial.loss, "seconds": result.seconds}
 
 
