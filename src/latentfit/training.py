@@ -25,6 +25,7 @@ from .metrics import psnr_from_mse, rd_loss
 from .models.architectures import architecture_for, build_architecture
 from .models.architectures.checkerboard import MeanScaleCheckerboard, context_parameters
 from .models.weights import ENCODER_PREFIXES, export_encoder, export_weights, load_state_dict_file, weights_digest
+from .relaxations import get_proxy
 
 
 @dataclass
@@ -71,11 +72,6 @@ class TrainConfig:
 TRAINABLE = ("all", "prior", "context", "encoder")
 
 
-def straight_through_round(v: torch.Tensor) -> torch.Tensor:
-    """`round(v)` forward, identity backward."""
-    return v + (torch.round(v) - v).detach()
-
-
 def hard_rate_distortion(model: torch.nn.Module, x: torch.Tensor, lmbda: float) -> dict[str, torch.Tensor]:
     """The true loss of what the codec transmits for `x` (latents rounded exactly as `compress` rounds
     them: `y` about its predicted mean, `z` about its median), with straight-through gradients into the
@@ -83,7 +79,8 @@ def hard_rate_distortion(model: torch.nn.Module, x: torch.Tensor, lmbda: float) 
     arch = architecture_for(model)
     y = model.g_a(x)
     z = arch.hyper_analysis(model, y) if arch.has_hyperprior else None
-    bits, y_hat = arch.rate(model, y, z, straight_through_round)
+    straight_through = get_proxy("ste")
+    bits, y_hat = arch.rate(model, y, z, lambda v: straight_through.relax(v, 0.0))
     pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
     mse = torch.mean((model.g_s(y_hat) - x) ** 2)
     return {"loss": rd_loss(bits / pixels, mse, lmbda), "bpp": bits / pixels, "mse": mse}

@@ -81,13 +81,16 @@ def dequantize_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (q.float().reshape(q.shape[0], -1) * scale.float()[:, None]).reshape(q.shape)
 
 
-def weights_digest(model: nn.Module) -> bytes:
-    """8-byte digest of every tensor of the model (parameters and entropy-coder tables).
+def weights_digest(model: nn.Module, prefixes: tuple[str, ...] | None = None) -> bytes:
+    """8-byte digest of every tensor of the model (parameters and entropy-coder tables), or of those
+    whose names start with `prefixes`.
 
     Written into each bitstream so that a file is only decoded by the exact weights that made it.
     """
     digest = hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):
+        if prefixes is not None and not key.startswith(prefixes):
+            continue
         digest.update(key.encode())
         tensor = value.detach().cpu().contiguous()
         digest.update(str(tensor.dtype).encode())
@@ -160,12 +163,7 @@ ENCODER_PREFIXES = ("g_a.", "h_a.", "latent_codec.hyper.h_a.")
 
 def encoder_digest(model: nn.Module) -> bytes:
     """8-byte digest of the encoder-side tensors only (`ENCODER_PREFIXES`)."""
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        if key.startswith(ENCODER_PREFIXES):
-            tensor = value.detach().cpu().contiguous()
-            digest.update(key.encode() + str(tuple(tensor.shape)).encode() + tensor.numpy().tobytes())
-    return digest.digest()[:8]
+    return weights_digest(model, ENCODER_PREFIXES)
 
 
 def export_encoder(model: nn.Module, path: str | os.PathLike, card: dict, base_digest: bytes,
