@@ -9,12 +9,13 @@ proxy step come from torch's FlopCounterMode.
 
 Usage: python benchmarks/step_speed.py [--image ../shared/data/kodak/kodim23.png] [--crop 256] [--steps 20]
                                         [--blocks 3] [--threads 2] [--peak-gflops 150]
-                                        [--device cuda]
+                                        [--device cuda] [--variants bf16,compile,compile+bf16]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -62,11 +63,14 @@ def obvious_loop(model, x, steps: int, lr: float = 5e-3, losses: list[float] | N
     return times
 
 
-def library_loop(model, x, steps: int, channels_last: bool = True) -> list[float]:
+def library_loop(model, x, steps: int, channels_last: bool = True, compile: bool = False,
+                 precision: str = "fp32") -> list[float]:
     """`refine_latents` with its defaults, the proxy's decoder copy channels-last (`channels_last=False`:
-    the plain layout, as time_to_quality.py's reference runs the papers' setting). Seconds per step."""
+    the plain layout, as time_to_quality.py's reference runs the papers' setting), optionally compiled
+    and/or in bf16. Seconds per step."""
     stamps: list[float] = [time.perf_counter()]
-    config = latentfit.RefinementConfig(method="sga+ssl", steps=steps, record_trace=False, channels_last=channels_last)
+    config = latentfit.RefinementConfig(method="sga+ssl", steps=steps, record_trace=False, channels_last=channels_last,
+                                        compile=compile, precision=precision)
     latentfit.refine_latents(model, x, config, progress=lambda *_: (synchronize(x), stamps.append(time.perf_counter())))
     return [b - a for a, b in zip(stamps[1:], stamps[2:])]
 
@@ -80,6 +84,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--peak-gflops", type=float, default=0.0, help="assumed peak, for the fraction reported")
+    parser.add_argument("--variants", default="",
+                        help="more library variants, comma-separated, each a '+'-joined set of bf16, compile, "
+                             "reduce-overhead (torch.compile's CUDA-graph mode), e.g. bf16,compile+bf16")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = latentfit.load_model(device=args.device)
@@ -97,11 +104,17 @@ def main() -> None:
         model.rate_distortion(latentfit.Latents(y, z), x, model.lmbda, lambda v: proxy.relax(v, 1.0)).loss.backward()
     flops = counter.get_total_flops()
 
+    variants = {v: [] for v in args.variants.split(",") if v}
     obvious, library, plain = [], [], []
     for _ in range(args.blocks):
         obvious += obvious_loop(model, x, args.steps)[1:]
         library += library_loop(model, x, args.steps)[1:]
         plain += library_loop(model, x, args.steps, channels_last=False)[1:]
+        for variant, times in variants.items():
+            try:
+                times += variant_loop(model, x, args.steps, variant)[2:]  # compiled: the first calls compile
+            except Exception as exc:  # one variant failing (a compiler missing) must not lose the others
+                print(f"library loop + {variant}: failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
     t_obvious, t_library, t_plain = statistics.median(obvious), statistics.median(library), statistics.median(plain)
     gflops = flops / t_library / 1e9
     where = torch.cuda.get_device_name(x.device) if x.is_cuda else f"cpu, {args.threads} threads"
@@ -112,7 +125,30 @@ def main() -> None:
           f"obvious / plain {t_obvious / t_plain:.2f}x, plain / library {t_plain / t_library:.2f}x")
     print(f"speed-up: {t_obvious / t_library:.2f}x; one proxy step = {flops / 1e9:.2f} GFLOP -> {gflops:.1f} GFLOP/s"
           + (f" ({100 * gflops / args.peak_gflops:.0f}% of an assumed {args.peak_gflops:.0f} GFLOP/s peak)"
-             if args.peak_gflops else ""))
+             if args.peak_gflops else ""), flush=True)
+    for variant, times in variants.items():
+        if not times:
+            continue
+        t = statistics.median(times)
+        print(f"library loop + {variant}: {t * 1000:.1f} ms/step (median of {len(times)}); "
+              f"obvious / this {t_obvious / t:.2f}x, library / this {t_library / t:.2f}x", flush=True)
+
+
+def variant_loop(model, x, steps: int, variant: str) -> list[float]:
+    """`library_loop` with the options `variant` names ('+'-joined: bf16, compile, reduce-overhead)."""
+    parts = set(variant.split("+"))
+    unknown = parts - {"bf16", "compile", "reduce-overhead"}
+    if unknown:
+        raise SystemExit(f"unknown variant part(s) {sorted(unknown)} in {variant!r}")
+    if "reduce-overhead" not in parts:
+        return library_loop(model, x, steps, compile="compile" in parts, precision="bf16" if "bf16" in parts else "fp32")
+    original, views = torch.compile, model._proxy_views
+    torch.compile = functools.partial(original, mode="reduce-overhead")  # the library's compile, CUDA graphs on
+    model._proxy_views = model.__dict__.setdefault("_reduce_overhead_views", {})  # not the default mode's views
+    try:
+        return library_loop(model, x, steps, compile=True, precision="bf16" if "bf16" in parts else "fp32")
+    finally:
+        torch.compile, model._proxy_views = original, views
 
 
 if __name__ == "__main__":

@@ -176,6 +176,24 @@ def test_file_from_an_unavailable_model_says_what_it_needs(tmp_path, crop_png):
     assert run("decode", tmp_path / "m.lfc", "-o", tmp_path / "m.png", "--checkpoint", tmp_path / "mine.pt").returncode == 0
 
 
+def test_a_user_checkpoint_is_a_model_by_its_card_name(tmp_path, crop_png, monkeypatch):
+    """An export in $LATENTFIT_HOME/checkpoints encodes as `--model NAME`, and its files decode without
+    `--checkpoint`, to the same pixels as with it."""
+    from latentfit.models.architectures import build_architecture
+    from latentfit.models.weights import export_weights
+
+    folder = tmp_path / "home" / "checkpoints"
+    folder.mkdir(parents=True)
+    monkeypatch.setenv("LATENTFIT_HOME", str(tmp_path / "home"))
+    export_weights(build_architecture("mbt2018-mean", 16, 24), folder / "mine-1.pt", {"name": "mine", "quality": 1})
+    assert run("encode", crop_png, "-o", tmp_path / "m.lfc", "--model", "mine", "--quality", "1",
+               "--method", "none").returncode == 0
+    proc = run("decode", tmp_path / "m.lfc", "-o", tmp_path / "m.png")
+    assert proc.returncode == 0, proc.stderr
+    assert run("decode", tmp_path / "m.lfc", "-o", tmp_path / "n.png", "--checkpoint", folder / "mine-1.pt").returncode == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "m.png")), np.asarray(Image.open(tmp_path / "n.png")))
+
+
 def test_unknown_model_and_method_are_one_line_errors(crop_png, tmp_path):
     assert_clean_failure(run("encode", crop_png, "-o", tmp_path / "a.lfc", "--model", "nope"), "unknown model 'nope'")
     assert_clean_failure(run("encode", crop_png, "-o", tmp_path / "a.lfc", "--method", "sgaa"), "unknown method")

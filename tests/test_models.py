@@ -130,3 +130,29 @@ def test_context_zoo_models_load_offline_from_the_torch_hub_cache(torch_home, ar
     assert (loaded.source, loaded.architecture, loaded.lmbda, loaded.stride) == ("zoo", architecture, 0.0035, 64)
     assert loaded.digest == weights_digest(model)
     assert [(s.name, s.quality) for s in registry.available_models() if s.source == "zoo"] == [(architecture, 2)]
+
+
+def test_user_checkpoints_load_by_their_card_name_and_quality(tmp_path, monkeypatch):
+    """A fine-tune's export in $LATENTFIT_HOME/checkpoints is a named model (`eval --model NAME`,
+    `encode --model NAME`, rate control over its qualities, decoding its files), as `models` lists it."""
+    from latentfit.models.weights import export_weights
+
+    monkeypatch.setenv("LATENTFIT_HOME", str(tmp_path))
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    digests = {}
+    for quality in (1, 3):
+        torch.manual_seed(quality)
+        exported = export_weights(build_architecture("mbt2018-mean", 16, 24), folder / f"mine-{quality}.pt",
+                                  {"name": "mine", "quality": quality, "lmbda": 0.001 * quality})
+        digests[quality] = weights_digest(exported)
+    assert digests[1] != digests[3]
+    for quality in (3, 1):
+        model = load_model("mine", quality)
+        assert (model.name, model.quality, model.digest) == ("mine", quality, digests[quality])
+    assert load_model("mine").quality == 1  # no quality 2 (the default): its first
+    with pytest.raises(LatentfitError, match=r"no quality 2 \(available: 1, 3\)"):
+        load_model("mine", 2)
+    assert [m.quality for m in registry.load_family("mine")] == [1, 3]
+    with pytest.raises(LatentfitError, match="unknown model 'yours'"):
+        load_model("yours", 1)

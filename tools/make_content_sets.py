@@ -3,6 +3,7 @@ downloaded at run time.
 
     python tools/make_content_sets.py screen      # screen content: Python's HTML docs through headless Chromium
     python tools/make_content_sets.py resolution  # CLIC 2025 validation photos at full size and halved
+    python tools/make_content_sets.py lease       # their lossless WebP copies for tools/content_study_gpu.sh
 
 **screen**: pages of the HTML documentation that Debian's `python3-doc` installs
 (`apt-get install python3-doc chromium`), rendered by headless Chromium in a 1280x2160 window
@@ -28,6 +29,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -182,16 +184,42 @@ def resolution(args) -> None:
     print(f"{out}: {len(photos)} photos, full/ and half/")
 
 
+def lease(args) -> None:
+    """The GPU lease's copies (`tools/content_study_gpu.sh`) in `.gpu-data/content`: lossless WebP (a
+    quarter of the screenshots' PNG bytes), so that they fit the lease's 64 MiB beside the code and the
+    bundled `latentfit-msh`: fine-tuning pages 0–199 for training and 280–299 for validation, the CLIC
+    photos full and halved, and kodim23 for the step-speed benchmark."""
+    sets, target = Path(args.out), PROJECT / ".gpu-data" / "content"
+    finetune = sorted((sets / "screen-content" / "finetune").glob("*.png"))
+    if len(finetune) < 300:
+        fail(f"{sets / 'screen-content' / 'finetune'}: {len(finetune)} pages, 300 needed (run `screen` first)")
+    jobs = [(p, target / "screen-train") for p in finetune[:200]] + [(p, target / "screen-valid") for p in finetune[280:300]]
+    for size in ("full", "half"):
+        jobs += [(p, target / f"clic-{size}") for p in sorted((sets / "clic-resolution" / size).glob("*.png"))]
+    for source, folder in jobs:
+        folder.mkdir(parents=True, exist_ok=True)
+        out = folder / f"{source.stem}.webp"
+        if not out.exists():
+            with Image.open(source) as image:
+                pixels = image.convert("RGB")
+            pixels.save(out, lossless=True, method=4, quality=100)
+            with Image.open(out) as check:
+                if not np.array_equal(np.asarray(check.convert("RGB")), np.asarray(pixels)):
+                    fail(f"{out}: not lossless")
+    shutil.copyfile(data_dir("kodak") / "kodim23.png", target / "kodim23.png")
+    print(f"{target}: {len(jobs)} images and kodim23.png")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("set", choices=["screen", "resolution"])
+    parser.add_argument("set", choices=["screen", "resolution", "lease"])
     parser.add_argument("--out", default=str(PROJECT / "data" / "content-sets"))
     parser.add_argument("--docs", default=str(DOCS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test", type=int, default=32)
     parser.add_argument("--finetune", type=int, default=300)
     args = parser.parse_args()
-    (screen if args.set == "screen" else resolution)(args)
+    {"screen": screen, "resolution": resolution, "lease": lease}[args.set](args)
 
 
 if __name__ == "__main__":

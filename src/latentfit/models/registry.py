@@ -4,7 +4,9 @@ Resolution order for `load_model(name, quality, checkpoint)`:
 1. `checkpoint`, a weights file the user gives (architecture from its model card or its shapes);
 2. models bundled inside the package (`latentfit/weights/<name>-<quality>.pt` + `.json` card);
 3. CompressAI's pretrained zoo, through the torch hub cache (`$TORCH_HOME/hub/checkpoints`):
-   used offline when the file is there, downloaded (hash-checked) when it is not and a network is.
+   used offline when the file is there, downloaded (hash-checked) when it is not and a network is;
+4. user checkpoints by their card's name and quality (`$LATENTFIT_HOME/checkpoints/*.pt`, e.g. the
+   export of a `latentfit train --init ... --finetune ...`), as `latentfit models` lists them.
 All files are loaded with `weights_only=True`.
 """
 
@@ -205,7 +207,14 @@ def load_model(name: str | None = None, quality: int | None = None, checkpoint: 
         state = load_pretrained(load_state_dict_file(path))
         model = _build(state, name, str(path))
         return LatentModel(model, name, quality, ZOO_LMBDA[quality], source="zoo").to(device)
-    bundled = sorted({(s.name, s.quality) for s in bundled_models()})
+    users = [s for s in checkpoint_models() if s.name == name]
+    if users:  # a user checkpoint by its card's name ($LATENTFIT_HOME/checkpoints), e.g. a fine-tune's export
+        if quality is None:
+            quality = DEFAULT_QUALITY if any(s.quality == DEFAULT_QUALITY for s in users) else users[0].quality
+        for spec in users:
+            if spec.quality == quality:
+                return load_checkpoint(spec.path, device=device)
+    bundled = sorted({(s.name, s.quality) for s in bundled_models() + users})
     if any(n == name for n, _ in bundled):
         qualities = ", ".join(str(q) for n, q in bundled if n == name)
         raise LatentfitError(f"model {name} has no quality {quality} (available: {qualities})")
@@ -218,6 +227,8 @@ def load_family(name: str | None = None, device: str | torch.device = "cpu") -> 
     rate control (`encode(..., target=...)`) chooses from."""
     name = name or DEFAULT_MODEL
     qualities = sorted({s.quality for s in bundled_models() if s.name == name})
+    if not qualities and name not in ARCHITECTURES:
+        qualities = sorted({s.quality for s in checkpoint_models() if s.name == name})
     if not qualities and name in ARCHITECTURES:
         qualities = [s.quality for s in zoo_models() if s.name == name and s.available]
         if not qualities:
