@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     from latentfit.imageio import atomic_write_bytes
     from latentfit.models.weights import load_state_dict_file, round_for_storage
     from latentfit.training import TrainConfig, Trainer
+    from train_ctx import validate_model  # tools/ is this script's folder, first on sys.path
 
     started = time.time()
     args = parse_args(argv)
@@ -131,11 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         if trainer.history[-1].get("step") != trainer.step:
             trainer.history.append({"step": trainer.step} | trainer.validate())
         exported = round_for_storage(trainer.model, args.export_dtype)
-        own, trainer.model = trainer.model, exported.to(trainer.device)
-        try:
-            exported_validation = trainer.validate()
-        finally:
-            trainer.model = own
+        exported_validation = validate_model(trainer, exported)
         card = {
             "name": name, "quality": quality,
             "base": {"name": "latentfit-msh", "quality": quality, "weights_digest": base_card.get("weights_digest")},
