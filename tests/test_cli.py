@@ -203,7 +203,8 @@ def test_unknown_model_and_method_are_one_line_errors(crop_png, tmp_path):
 @pytest.mark.parametrize("option, value, message", [("--steps", "lots", "--steps must be"),
                                                     ("--tile", "big", "--tile must be"),
                                                     ("--tile", "16", "tile must be"),
-                                                    ("--schedule", "fast", "unknown schedule")])
+                                                    ("--schedule", "fast", "unknown schedule"),
+                                                    ("--evaluations", "often", "evaluations must be one of")])
 def test_bad_speed_options_are_one_line_errors(crop_png, tmp_path, option, value, message):
     assert_clean_failure(run("encode", crop_png, "-o", tmp_path / "a.lfc", option, value), message)
     assert not (tmp_path / "a.lfc").exists()

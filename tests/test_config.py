@@ -38,6 +38,7 @@ def configs(draw):
         time_budget=draw(st.one_of(st.none(), st.floats(1, 600))), lr_schedule=draw(st.sampled_from(["constant", "cosine"])),
         lr_final_fraction=draw(st.floats(0, 1)), patience=draw(st.one_of(st.none(), st.integers(1, 20))),
         channels_last=draw(st.booleans()), tile=draw(st.sampled_from(["auto", None, 512, 768])),
+        precision=draw(st.sampled_from(refinement.PRECISIONS)), evaluations=draw(st.sampled_from(refinement.EVALUATIONS)),
     )
 
 
@@ -54,6 +55,34 @@ def test_a_config_survives_its_json_record(config):
     if config.lr_schedule == "constant":
         irrelevant["lr_final_fraction"] = again.lr_final_fraction
     assert again == dataclasses.replace(config, **irrelevant)
+
+
+def test_a_record_from_before_a_setting_existed_replays_as_it_ran():
+    """Records written before `precision` and `evaluations` existed ran fp32 with an evaluation every
+    `evaluate_every` steps: they must replay so, not with today's defaults (auto precision, tail)."""
+    record = RefinementConfig().to_dict()
+    del record["runtime"]["precision"], record["stopping"]["evaluations"]
+    old = RefinementConfig.from_dict(record)
+    assert (old.precision, old.evaluations) == ("fp32", "every")
+    assert (RefinementConfig().precision, RefinementConfig().evaluations) == ("auto", "tail")
+
+
+@given(st.integers(1, 3000), st.integers(1, 50))
+def test_tail_evaluations_are_every_kth_step_at_the_end_and_sparser_before(steps, every):
+    tail = RefinementConfig(evaluate_every=every, evaluations="tail")
+    dense = RefinementConfig(evaluate_every=every, evaluations="every")
+    due_tail = [s for s in range(1, steps + 1) if tail.evaluation_due(s, steps)]
+    due_dense = [s for s in range(1, steps + 1) if dense.evaluation_due(s, steps)]
+    assert due_dense == list(range(every, steps + 1, every))
+    assert set(due_tail) <= set(due_dense)
+    # the last fifth of the run is evaluated as densely as ever
+    assert [s for s in due_dense if s > 0.8 * steps] == [s for s in due_tail if s > 0.8 * steps]
+    # before it, at most one evaluation in five, evenly spaced
+    early = [s for s in due_tail if s <= 0.8 * steps]
+    assert all(b - a == refinement.EVALUATE_SPARSE * every for a, b in zip(early, early[1:]))
+    assert len(due_tail) <= len(due_dense)
+    if steps >= 100 * every:
+        assert len(due_tail) < 0.45 * len(due_dense)
 
 
 def test_a_method_spec_carries_its_options_and_refuses_unknown_ones():

@@ -54,7 +54,8 @@ def test_lower_lambda_moves_towards_lower_rate(bundled_model, kodak_crop):
 
 @pytest.mark.slow
 def test_trace_records_the_diagnostics(bundled_model, kodak_crop):
-    result = _refine(bundled_model, kodak_crop, method="sga", steps=20, evaluate_every=5, schedule="papers")
+    result = _refine(bundled_model, kodak_crop, method="sga", steps=20, evaluate_every=5, evaluations="every",
+                     schedule="papers")
     steps = [r.step for r in result.trace]
     assert steps == [0, 5, 10, 15, 20]
     last = result.trace_dicts()[-1]
@@ -89,7 +90,8 @@ def test_refine_pads_an_image_of_any_size_itself(bundled_model):
 
 
 def test_early_stopping_stops_on_a_plateau_and_keeps_the_best(bundled_model, kodak_crop):
-    result = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=400, lr=1e-7, evaluate_every=2, patience=3)
+    result = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=400, lr=1e-7, evaluate_every=2, patience=3,
+                     evaluations="every")
     assert result.stopped_by == "plateau"
     assert result.steps_run == 6  # three evaluations (steps 2, 4, 6) without a real improvement
     assert result.final.loss == min(r.true_loss for r in result.trace)
@@ -126,7 +128,8 @@ def test_lr_final_fraction_outside_zero_to_one_is_refused(fraction):
 def test_budget_schedule_anneals_from_above_the_methods_tau_max(bundled_model, kodak_crop):
     from latentfit.refine import BUDGET_TAU_END, BUDGET_TAU_START
 
-    result = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=20, evaluate_every=1, schedule="budget")
+    result = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=20, evaluate_every=1, schedule="budget",
+                     evaluations="every")
     taus = [r.tau for r in result.trace if r.step >= 1]  # (the step-0 record is the encoder's latents)
     assert len(taus) == 20
     # sga+ssl's own τ_max is 1: the budget run starts above it, falls monotonically, ends at 0.2·τ_max
@@ -195,3 +198,15 @@ def test_auto_steps_fill_the_time_budget_and_respect_it(bundled_model, kodak_cro
 def test_bad_speed_settings_are_refused(bad):
     with pytest.raises(LatentfitError):
         RefinementConfig(**bad)
+
+
+def test_tail_evaluations_measure_the_end_of_the_run_densely_and_keep_the_best(bundled_model, kodak_crop):
+    tail = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=60, evaluate_every=2, evaluations="tail")
+    every = _refine(bundled_model, kodak_crop, method="sga+ssl", steps=60, evaluate_every=2, evaluations="every")
+    steps = [r.step for r in tail.trace if r.step > 0]
+    assert steps[-1] == 60 and len(steps) < len([r for r in every.trace if r.step > 0]) / 2
+    assert [s for s in steps if s > 48] == list(range(50, 61, 2))  # the last 20 %: every 2nd step
+    # the same optimisation, only measured less often: the losses at shared steps are the same
+    shared = {r.step: r.true_loss for r in every.trace}
+    assert all(r.true_loss == pytest.approx(shared[r.step], rel=1e-6) for r in tail.trace)
+    assert tail.final.loss == min(r.true_loss for r in tail.trace) < tail.initial.loss

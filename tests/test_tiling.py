@@ -106,7 +106,7 @@ def test_big_images_are_tiled_automatically_and_small_ones_are_not(bundled_model
 def test_a_tiled_trace_is_the_whole_images_at_every_evaluation(bundled_model, photo):
     """Same shape as an untiled trace: a point per evaluation, on the whole image's loss, whose best is
     the loss of the latents kept (by exact locality, up to float rounding)."""
-    config = RefinementConfig(method="sga+ssl", steps=4, evaluate_every=2, tile=128, seed=1)
+    config = RefinementConfig(method="sga+ssl", steps=4, evaluate_every=2, evaluations="every", tile=128, seed=1)
     shown = []
     tiled = refine_latents(bundled_model, photo, config, progress=lambda step, total, record: record and shown.append(record))
     steps = [record.step for record in tiled.trace]

@@ -16,6 +16,7 @@ import warnings
 
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
+from .allocator import tune_allocator  # noqa: E402
 from .bitstream import Bitstream, from_bytes, to_bytes  # noqa: E402
 from .codec import EncodeResult, decode, encode  # noqa: E402
 from .errors import BitstreamError, LatentfitError, ModelNotAvailableError  # noqa: E402
@@ -33,5 +34,5 @@ __all__ = [
     "Bitstream", "BitstreamError", "EncodeResult", "LatentModel", "LatentfitError", "Latents",
     "ModelNotAvailableError", "PROXIES", "QuantizationProxy", "RefinementConfig", "RefinementResult",
     "Target", "TargetUnreachableError", "TemperatureSchedule", "available_models", "decode", "encode", "from_bytes", "get_proxy", "load_family",
-    "load_image", "load_model", "refine_latents", "register_proxy", "to_bytes",
+    "load_image", "load_model", "refine_latents", "register_proxy", "to_bytes", "tune_allocator",
 ]

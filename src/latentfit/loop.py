@@ -1,5 +1,6 @@
 """The one optimisation loop: Adam on a `RefinementProblem`'s variables against a proxy of the true
-R-D loss, the true loss measured every `evaluate_every` steps and the best iterate kept.
+R-D loss, the true loss measured as `config.evaluation_due` says (every `evaluate_every` steps, or
+sparsely until the last part of the run) and the best iterate kept.
 
 A problem is the whole image (`refine.WholeImage`) or one tile of a big image (`tiling`); both share
 every setting, schedule and stopping rule through this loop.
@@ -108,14 +109,14 @@ def optimise(
     eval_seconds: float = 0.0,
     steer=None,
 ) -> Outcome:
-    """Adam on `problem.variables` against the proxy loss; the true loss every `evaluate_every`
-    steps; returns the best iterate by true loss (the start, `initial`, if nothing beats it).
+    """Adam on `problem.variables` against the proxy loss; the true loss when
+    `config.evaluation_due` (and after the last step); returns the best iterate by true loss (the start, `initial`, if nothing beats it).
 
     `deadline` (a `time.perf_counter()` value, or None) is when the loop must have finished, its last
     true-loss evaluation included: a step is only taken if it and one evaluation fit before it, from
     the measured pace of the steps so far (before the first, `STEP_COST_PRIOR` evaluations of
     `eval_seconds`). With `steps="auto"` the plan (and with it the schedules) is fitted to the
-    deadline after each of the first three steps and again at each evaluation."""
+    deadline after each of the first three steps and again every `evaluate_every` steps."""
     started = time.perf_counter()
     proxy = config.proxy()
     steps = config.planned_steps()
@@ -152,14 +153,14 @@ def optimise(
         recent = step_times[1:][-10:] or step_times
         step_seconds = sum(recent) / len(recent)
         if auto_fit and (step <= 3 or step % config.evaluate_every == 0):
-            # Fit the plan to what is left of the budget (evaluations every `evaluate_every` steps
-            # included), as the pace becomes known: on each of the first steps, then at each evaluation.
+            # Fit the plan to what is left of the budget (the evaluations it brings included), as the
+            # pace becomes known: on each of the first steps, then every `evaluate_every` steps.
             left = deadline - now - eval_seconds
-            per_step = step_seconds + eval_seconds / config.evaluate_every
+            per_step = step_seconds + eval_seconds * config.evaluations_per_step()
             steps = max(step, min(AUTO_MAX_STEPS, step + int(left / per_step)))
             schedule = config.temperature(steps)
         last_chance = step < steps and out_of_time(now)
-        evaluate = step % config.evaluate_every == 0 or step == steps or last_chance
+        evaluate = config.evaluation_due(step, steps) or step == steps or last_chance
         if evaluate:
             evaluated = time.perf_counter()
             true = problem.true_loss()

@@ -59,7 +59,11 @@ def _restore_signal_handlers(handlers: dict) -> None:
 
 
 def _one_line(fn: Callable, args: tuple):
-    """`fn(*args)` in a Ray worker, a `LatentfitError` returned as a value (Ray would wrap it)."""
+    """`fn(*args)` in a Ray worker, a `LatentfitError` returned as a value (Ray would wrap it); the
+    worker's malloc tuned as the command line's own process is (`latentfit.allocator`)."""
+    from .allocator import tune_allocator
+
+    tune_allocator()
     try:
         return False, fn(*args)
     except LatentfitError as exc:

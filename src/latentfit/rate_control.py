@@ -256,6 +256,9 @@ def encode_to_target(image: LoadedImage, models: LatentModel | Sequence[LatentMo
         # Rate control was measured with an fp32 proxy; with bf16 the λ steering missed a tight PSNR
         # window on a small crop (tests/test_rate_control.py), so `auto` means fp32 here.
         config = dataclasses.replace(config, precision="fp32")
+    if config.evaluations != "every":
+        # The λ steering acts at each evaluation, and was measured with one every `evaluate_every` steps.
+        config = dataclasses.replace(config, evaluations="every")
     started = time.perf_counter() if started is None else started
     models = [models] if isinstance(models, LatentModel) else sorted(models, key=lambda m: m.lmbda)
     if not models:
