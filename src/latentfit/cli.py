@@ -41,7 +41,7 @@ def _check_output(path: Path, force: bool) -> None:
 
 def _set_threads(threads: int) -> None:
     """The runtime of a command that computes: its torch threads, and malloc that keeps freed memory
-    (`latentfit.allocator`: about 1.3x per refinement step on CPU, the same bytes)."""
+    (`latentfit.allocator`: 0.75x the time of a whole encode on a 2-core CPU, the same bytes)."""
     tune_allocator()
     if threads:
         import torch
