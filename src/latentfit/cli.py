@@ -11,10 +11,10 @@ from typing import List, Optional
 
 import typer
 
+from .allocator import tune_allocator
 from .batch import ModelSource, encode_path, encode_task, pending_images
 from .batch import torch_device as _device
 from .config import AUTO_STEPS, BUDGET_TAU_END, BUDGET_TAU_START, RefinementConfig
-from .allocator import tune_allocator
 from .errors import LatentfitError
 from .evaluation.classical import describe_codecs
 from .relaxations import PROXIES, QuantizationProxy, describe_methods, parse_method
