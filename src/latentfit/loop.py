@@ -109,8 +109,9 @@ def optimise(
     eval_seconds: float = 0.0,
     steer=None,
 ) -> Outcome:
-    """Adam on `problem.variables` against the proxy loss; the true loss when
-    `config.evaluation_due` (and after the last step); returns the best iterate by true loss (the start, `initial`, if nothing beats it).
+    """Adam on `problem.variables` against the proxy loss; the true loss when `config.evaluation_due`
+    (and after the last step); returns the best iterate by true loss (the start, `initial`, if
+    nothing beats it).
 
     `deadline` (a `time.perf_counter()` value, or None) is when the loop must have finished, its last
     true-loss evaluation included: a step is only taken if it and one evaluation fit before it, from
