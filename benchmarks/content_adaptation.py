@@ -25,20 +25,13 @@ from pathlib import Path
 
 from latentfit.evaluation.bdrate import bd_psnr, bd_rate
 from latentfit.evaluation.classical import is_classical
-from latentfit.evaluation.runner import mean_points
+from latentfit.evaluation.runner import journal_records, mean_points
 from latentfit.evaluation.tables import seconds_per_megapixel
 
 
 def read_cells(folder: Path) -> list[dict]:
-    records = []
-    for line in (folder / "cells.jsonl").read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a torn last line of a killed run
-            continue
-        if "bpp" in record and not record.get("lmbda_point"):
-            records.append(record)
-    return records
+    """A journal's cells on the model's own λ (torn lines skipped)."""
+    return [record for record in journal_records(folder) if not record.get("lmbda_point")]
 
 
 def safe_bd_rate(anchor, test) -> float | None:

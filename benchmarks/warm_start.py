@@ -20,19 +20,14 @@ from collections import defaultdict
 from pathlib import Path
 
 from latentfit.evaluation.bdrate import bd_psnr, bd_rate
-from latentfit.evaluation.runner import mean_points
+from latentfit.evaluation.runner import journal_records, mean_points
 from latentfit.evaluation.tables import seconds_per_megapixel
 
 
 def read_cells(folder: Path) -> list[dict]:
-    records = []
-    for line in (folder / "cells.jsonl").read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a torn last line of a killed run
-            continue
-    # learned cells only (a classical codec's record names itself as model and method)
-    return [r for r in records if "bpp" in r and not r.get("lmbda_point") and r["model"] != r["method"]]
+    """A journal's learned cells on the model's own λ (a classical codec's record names itself as
+    model and method; torn lines skipped)."""
+    return [r for r in journal_records(folder) if not r.get("lmbda_point") and r["model"] != r["method"]]
 
 
 def precision(record: dict) -> str:

@@ -388,3 +388,25 @@ def test_train_fine_tunes_a_named_model_and_the_export_encodes(tmp_path):
     assert json.loads(encoded.stdout)["model"] == "tuned"
     refused = run("train", "--train-dir", folder, "--checkpoint-dir", tmp_path / "x", "--init", "latentfit-msh:one")
     assert_clean_failure(refused, "NAME:QUALITY")
+
+
+def test_eval_takes_encodes_tail_evaluations_and_keeps_them_apart_from_every(tmp_path):
+    """`eval --evaluations tail` measures the true loss as `encode` does by default (sparse, then every
+    10 steps in the last 20 %), records it, and its journal refuses a run with the other setting."""
+    from latentfit.config import RefinementConfig
+
+    from .conftest import KODAK
+
+    kodak_image()
+    results = tmp_path / "results"
+    grid = ("eval", KODAK, "--crop", "64x64", "--limit", "1", "--quality", "2", "--method", "sga+ssl", "--steps",
+            "100", "--lr", "0.03", "--schedule", "budget", "--no-progress", "-o", results)
+    proc = run(*grid, "--evaluations", "tail")
+    assert proc.returncode == 0, proc.stderr
+    (record,) = [json.loads(line) for line in (results / "cells.jsonl").read_text().splitlines()]
+    assert record["config"]["stopping"]["evaluations"] == "tail"
+    tail = RefinementConfig(evaluations="tail")
+    expected = [0] + [step for step in range(1, 101) if tail.evaluation_due(step, 100)]
+    assert [point["step"] for point in record["trace"]] == expected == [0, 50, 90, 100]
+    assert_clean_failure(run(*grid), "another configuration")  # the default, every: other numbers
+    assert_clean_failure(run(*grid, "--evaluations", "often"), "evaluations must be one of")

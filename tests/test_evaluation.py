@@ -193,6 +193,10 @@ def test_early_gain_table_averages_reductions_and_shares_over_cells():
     rows = [line for line in early_gain_table(records, steps=(50,)).splitlines() if line.startswith("| a |")]
     # by step 50: reductions 40 % and 10 % (shares 80 % and 20 %); at the end 50 % and 50 %
     assert rows == ["| a | 250 | 25.00% (50%) | 50.00% (100%) | 2 |"]
+    # a tail-evaluated run's trace is sparse early: it counts at the end, not by step 50
+    tail = {"method": "a", "steps": 250, "trace": slow, "config": {"stopping": {"evaluations": "tail"}}}
+    rows = [line for line in early_gain_table(records[:1] + [tail], steps=(50,)).splitlines() if line.startswith("| a |")]
+    assert rows == ["| a | 250 | 40.00% (80%) | 50.00% (100%) | 2 |"]
 
 
 @pytest.mark.parametrize("spec", ["jpeg", "webp", "avif:speed=8", "jpegxl:effort=3", "heic:preset=ultrafast",
@@ -616,3 +620,27 @@ def test_a_journal_line_that_is_not_a_record_is_named(tmp_path, broken, complain
         read_records(tmp_path, identity)
     (tmp_path / "cells.jsonl").write_text(json.dumps(good) + "\n")
     assert list(read_records(tmp_path, identity)) == [good["cell"]]
+
+
+def test_journal_records_reads_every_configuration_and_skips_a_torn_line(tmp_path):
+    """The benchmarks' reader: whole records of any configuration, a line still being written skipped,
+    a line that is not a record, or a folder without a journal, a one-line error naming the file."""
+    from latentfit.evaluation.runner import journal_records, read_records
+
+    def record(config_id, quality):
+        return {"cell": f"kodak/a.png|q{quality}|none|0", "config_id": config_id, "image": "kodak/a.png",
+                "quality": quality, "method": "none", "steps": 0, "bytes": 100 * quality, "bpp": 0.1 * quality,
+                "psnr": 30.0 + quality}
+
+    results = tmp_path / "results"
+    results.mkdir()
+    lines = [json.dumps(record("aaa", 1)), json.dumps(record("bbb", 2))]
+    (results / "cells.jsonl").write_text("\n".join(lines) + "\n" + lines[0][:40])
+    assert [(r["config_id"], r["quality"]) for r in journal_records(results)] == [("aaa", 1), ("bbb", 2)]
+    with pytest.raises(LatentfitError, match="another configuration"):
+        read_records(results, "aaa")  # a run resuming the folder still refuses the mixture
+    (results / "cells.jsonl").write_text(lines[0] + "\n[1, 2]\n")
+    with pytest.raises(LatentfitError, match=r"cells.jsonl:2: not a results record"):
+        journal_records(results)
+    with pytest.raises(LatentfitError, match="no cells.jsonl"):
+        journal_records(tmp_path)

@@ -451,6 +451,8 @@ def evaluate(
     crop: Optional[str] = typer.Option(None, help="Centre crop WxH, e.g. 256x256."),
     precision: str = typer.Option("fp32", help="Precision of the refinement's decoder pass: fp32 (the "
                                   "papers' protocol), bf16 or auto (see encode --help)."),
+    evaluations: str = typer.Option("every", help="every: the true loss every 10 steps (the convergence curves "
+                                    "and their tables need it), or tail: encode's default (see encode --help)."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
     seed: int = typer.Option(0),
     classical: str = typer.Option("", help="Comma-separated classical codecs, each with options overriding its "
@@ -477,7 +479,8 @@ def evaluate(
     methods = [m.strip() for m in method.split(",") if m.strip()]
     for name in methods:
         parse_method(name)
-    RefinementConfig(lr=lr, lr_schedule=lr_schedule, schedule=schedule, precision=precision)  # refuses bad settings first
+    RefinementConfig(lr=lr, lr_schedule=lr_schedule, schedule=schedule, precision=precision,
+                     evaluations=evaluations)  # refuses bad settings first
     _set_threads(threads)
     qualities = _int_list(quality, "--quality")
     if checkpoint is not None:
@@ -489,7 +492,7 @@ def evaluate(
                         checkpoint=str(checkpoint) if checkpoint else None, lmbda_points=points,
                         methods=methods, steps=_int_list(steps, "--steps"), lmbda=single_lmbda, lr=lr, crop=size,
                         lr_schedule=lr_schedule, schedule=schedule, precision=precision,
-                        limit=limit, seed=seed, classical=[c.strip() for c in classical.split(",") if c.strip()])
+                        evaluations=evaluations, limit=limit, seed=seed, classical=[c.strip() for c in classical.split(",") if c.strip()])
     bar = tqdm(desc="eval", unit="cell", disable=not (progress and sys.stderr.isatty()), file=sys.stderr)
 
     def update(done: int, total: int) -> None:

@@ -153,17 +153,23 @@ def cell_file(results_dir: Path, cell: Cell) -> Path:
     return folder / f"{safe}.lfc"
 
 
+def _journal(path: Path) -> Iterator[tuple[int, Record]]:
+    """(line number, record) for each whole line of a journal; a line cut by a crash, or still being
+    written, is skipped (that cell simply runs again); a line that is not a record is an error."""
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            yield number, check_record(json.loads(line), f"{path}:{number}")
+        except json.JSONDecodeError:
+            continue
+
+
 def read_records(results_dir: Path, identity: str) -> dict[str, Record]:
     """The journal's records by cell key; a record of another identity, or not a record, is an error."""
     path = results_dir / "cells.jsonl"
     records: dict[str, Record] = {}
     if not path.exists():
         return records
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        try:
-            record = check_record(json.loads(line), f"{path}:{number}")
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash: that cell simply runs again
+    for number, record in _journal(path):
         if record.get("config_id") != identity:
             raise LatentfitError(
                 f"{path}:{number}: results of another configuration ({record.get('config_id')}, now {identity}); "
@@ -171,6 +177,15 @@ def read_records(results_dir: Path, identity: str) -> dict[str, Record]:
             )
         records[record["cell"]] = record
     return records
+
+
+def journal_records(results_dir: str | os.PathLike) -> list[Record]:
+    """Every finished cell of a results folder's journal, of whatever configuration (for analyses
+    across journals, e.g. the benchmarks'); torn lines are skipped as `read_records` skips them."""
+    path = Path(results_dir) / "cells.jsonl"
+    if not path.is_file():
+        raise LatentfitError(f"{results_dir}: no cells.jsonl (not a latentfit eval results folder)")
+    return [record for _, record in _journal(path)]
 
 
 _MODEL_CACHE: dict[tuple, object] = {}

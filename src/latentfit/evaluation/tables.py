@@ -62,7 +62,8 @@ def bd_rate_table(records: list[dict], bd_rates: list[dict]) -> str:
         group = cells[(row["model"], row["method"], row["steps"])]
         images = row.get("images", len({r["image"] for r in group if "image" in r}))
         seconds = statistics.median([r.get("seconds") or 0.0 for r in group] or [0.0])
-        per_megapixel = seconds_per_megapixel(group)
+        # the row's own figure (over the images its BD-rate used), else from the cells
+        per_megapixel = row["seconds_per_megapixel"] if "seconds_per_megapixel" in row else seconds_per_megapixel(group)
         psnr = "—" if row["bd_psnr"] is None else f"{row['bd_psnr']:+.3f} dB"
         overlap = row.get("psnr_overlap")
         flag = "" if overlap is None or overlap >= LOW_OVERLAP else " (low)"
@@ -85,12 +86,16 @@ def loss_reduction(trace: list[dict], step: int) -> float | None:
 
 def early_gain_table(records: list[dict], steps: tuple[int, ...] = EARLY_STEPS) -> str:
     """Per (method, steps), mean over cells of the true-loss reduction by each of `steps` and at the
-    end, with the mean share of the run's own final gain in brackets."""
+    end, with the mean share of the run's own final gain in brackets (by `steps` only from traces
+    evaluated every `evaluate_every` steps)."""
     columns: dict[tuple, dict[int | str, list[tuple[float, float | None]]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         if record.get("steps") and record.get("trace"):
             trace = record["trace"]
-            for step in (*steps, "end"):
+            # a trace of tail evaluations (`eval --evaluations tail`) is sparse before the last 20 %: its
+            # best by step 50 would be the best of one or two points, so only its end counts here
+            tail = record.get("config", {}).get("stopping", {}).get("evaluations", "every") != "every"
+            for step in ("end",) if tail else (*steps, "end"):
                 at = trace[-1]["step"] if step == "end" else step
                 reduction = loss_reduction(trace, at)
                 if reduction is not None:
