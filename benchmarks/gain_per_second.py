@@ -98,8 +98,10 @@ def main() -> None:
     parser.add_argument("journals", nargs="+", type=labelled, metavar="LABEL=FOLDER")
     parser.add_argument("--plot", type=Path, help="write the plot here")
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--min-images", type=int, default=1,
+                        help="leave out curves finished on fewer images (a journal extended to more images at some budgets)")
     args = parser.parse_args()
-    rows = rows_of(args.journals)
+    rows = [row for row in rows_of(args.journals) if row["images"] >= args.min_images]
     print(markdown(rows))
     if args.plot:
         gain_per_second_plot(rows, args.plot)
