@@ -21,6 +21,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from latentfit.errors import LatentfitError
 from latentfit.evaluation.classical import is_classical
 from latentfit.evaluation.plots import gain_per_second_plot
 from latentfit.evaluation.runner import journal_records, summarise
@@ -35,8 +36,6 @@ def labelled(text: str) -> tuple[str, Path]:
     label, sep, folder = text.partition("=")
     if not sep or not label or not folder:
         raise argparse.ArgumentTypeError(f"expected LABEL=FOLDER, got '{text}'")
-    if not (Path(folder) / "cells.jsonl").is_file():
-        raise argparse.ArgumentTypeError(f"{folder}: no cells.jsonl (not a latentfit eval folder)")
     return label, Path(folder)
 
 
@@ -101,7 +100,10 @@ def main() -> None:
     parser.add_argument("--min-images", type=int, default=1,
                         help="leave out curves finished on fewer images (a journal extended to more images at some budgets)")
     args = parser.parse_args()
-    rows = [row for row in rows_of(args.journals) if row["images"] >= args.min_images]
+    try:
+        rows = [row for row in rows_of(args.journals) if row["images"] >= args.min_images]
+    except LatentfitError as exc:  # e.g. a folder without a journal (`journal_records` says which)
+        parser.error(str(exc))
     print(markdown(rows))
     if args.plot:
         gain_per_second_plot(rows, args.plot)
