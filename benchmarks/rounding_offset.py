@@ -32,17 +32,28 @@ def offset_rounding(delta: float, y_channels: int):
     return relax
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def validation_arguments(parser: argparse.ArgumentParser, limit: int) -> None:
+    """The options of a warm-start lever measured on validation crops (`--models`, `--qualities`,
+    `--images`, `--limit`, `--crop`); `validation_crops` reads them."""
     parser.add_argument("--models", default="latentfit-msh,latentfit-msh-warm")
     parser.add_argument("--qualities", default="1,2,3,4")
-    parser.add_argument("--offsets", default="-0.08,-0.05,-0.03,-0.02,0.02,0.05")
     parser.add_argument("--images", type=Path, default=Path("../shared/data/train/cid22-valid"))
-    parser.add_argument("--limit", type=int, default=8)
+    parser.add_argument("--limit", type=int, default=limit)
     parser.add_argument("--crop", type=int, default=256)
-    args = parser.parse_args()
+
+
+def validation_crops(args: argparse.Namespace) -> list[torch.Tensor]:
+    """The first `--limit` images of `--images`, centre-cropped (one thread from here on)."""
     torch.set_num_threads(1)
-    images = [center_crop(load_image(p), args.crop).tensor for p in list_images(args.images)[: args.limit]]
+    return [center_crop(load_image(p), args.crop).tensor for p in list_images(args.images)[: args.limit]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    validation_arguments(parser, limit=8)
+    parser.add_argument("--offsets", default="-0.08,-0.05,-0.03,-0.02,0.02,0.05")
+    args = parser.parse_args()
+    images = validation_crops(args)
     offsets = [float(v) for v in args.offsets.split(",")]
     print(f"{len(images)} centre crops {args.crop}² of {args.images}; true loss / rate / MSE against plain rounding")
     for name in args.models.split(","):

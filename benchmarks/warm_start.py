@@ -37,6 +37,11 @@ def precision(record: dict) -> str:
     return record.get("precision") or record.get("config", {}).get("runtime", {}).get("precision", "fp32")
 
 
+def closed_loop(record: dict) -> int:
+    """The closed-loop passes the cell started from (0 for records from before they existed)."""
+    return record.get("config", {}).get("start", {}).get("closed_loop", 0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path)
@@ -47,12 +52,12 @@ def main() -> None:
     seen = set()
     for folder in args.folders:
         for record in read_cells(folder):
-            key = (record["model"], record["method"], record["steps"], precision(record))
+            key = (record["model"], record["method"], record["steps"], precision(record), closed_loop(record))
             if (key, record["image"], record["quality"]) in seen:  # the same cell in two folders (e.g. `none`)
                 continue
             seen.add((key, record["image"], record["quality"]))
             groups[key][record["quality"]].append(record)
-    anchor_key = (args.anchor, "none", 0, "fp32")
+    anchor_key = (args.anchor, "none", 0, "fp32", 0)
     if anchor_key not in groups:
         raise SystemExit(f"no {args.anchor} none cells in {', '.join(map(str, args.folders))}")
     qualities = sorted(groups[anchor_key])
@@ -63,7 +68,7 @@ def main() -> None:
         return set.intersection(*sets) if sets else set()
 
     rows = []
-    for key in sorted(groups, key=lambda k: (k[0], k[3], k[1] != "none", k[1], k[2])):
+    for key in sorted(groups, key=lambda k: (k[0], k[3], k[4], k[1] != "none", k[1], k[2])):
         images = complete(key) & complete(anchor_key)
         if key == anchor_key or not images:
             continue
@@ -71,7 +76,7 @@ def main() -> None:
             warnings.simplefilter("ignore", UserWarning)
             anchor, test = mean_points(groups[anchor_key], images), mean_points(groups[key], images)
             per_image = [bd_rate(mean_points(groups[anchor_key], {i}), mean_points(groups[key], {i})) for i in images]
-            row = {"model": key[0], "method": key[1], "steps": key[2], "precision": key[3],
+            row = {"model": key[0], "method": key[1], "steps": key[2], "precision": key[3], "closed_loop": key[4],
                    "anchor": f"{args.anchor} none",
                    "images": len(images), "bd_rate": bd_rate(anchor, test), "bd_psnr": bd_psnr(anchor, test),
                    "images_ahead": sum(1 for v in per_image if v < 0),
@@ -80,7 +85,8 @@ def main() -> None:
                    "anchor_seconds_per_megapixel": seconds_per_megapixel(
                        [r for rs in groups[anchor_key].values() for r in rs if r["image"] in images])}
         rows.append(row)
-        print(f"{row['model']:20s} {row['method']:8s} {row['steps']:4d} steps {row['precision']}: BD-rate {row['bd_rate']:+6.2f} % "
+        passes = f" +{key[4]} closed-loop passes" if key[4] else ""
+        print(f"{row['model']:20s} {row['method']:8s} {row['steps']:4d} steps {row['precision']}{passes}: BD-rate {row['bd_rate']:+6.2f} % "
               f"BD-PSNR {row['bd_psnr']:+.3f} dB, ahead on {row['images_ahead']}/{row['images']} images, "
               f"median {row['seconds_per_megapixel']:.1f} s/MP (anchor {row['anchor_seconds_per_megapixel']:.1f})")
     if args.json:

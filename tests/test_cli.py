@@ -410,3 +410,18 @@ def test_eval_takes_encodes_tail_evaluations_and_keeps_them_apart_from_every(tmp
     assert [point["step"] for point in record["trace"]] == expected == [0, 50, 90, 100]
     assert_clean_failure(run(*grid), "another configuration")  # the default, every: other numbers
     assert_clean_failure(run(*grid, "--evaluations", "often"), "evaluations must be one of")
+
+
+def test_encode_closed_loop_passes_start_lower_and_bad_counts_are_one_error(crop_png, tmp_path):
+    plain = run("encode", crop_png, "-o", tmp_path / "plain.lfc", "--method", "none", "--json")
+    start = run("encode", crop_png, "-o", tmp_path / "start.lfc", "--method", "none", "--closed-loop", "3", "--json")
+    assert plain.returncode == 0 and start.returncode == 0, plain.stderr + start.stderr
+    plain, start = json.loads(plain.stdout), json.loads(start.stdout)
+    assert (plain["closed_loop"], start["closed_loop"]) == (0, 3)
+    assert start["true_loss_final"] < plain["true_loss_final"]
+    assert start["bytes"] == (tmp_path / "start.lfc").stat().st_size
+    decoded = run("decode", tmp_path / "start.lfc", "-o", tmp_path / "start.png")
+    assert decoded.returncode == 0, decoded.stderr
+    refused = run("encode", crop_png, "-o", tmp_path / "bad.lfc", "--closed-loop", "-1")
+    assert_clean_failure(refused, "closed-loop passes")
+    assert not (tmp_path / "bad.lfc").exists()

@@ -39,6 +39,7 @@ def configs(draw):
         lr_final_fraction=draw(st.floats(0, 1)), patience=draw(st.one_of(st.none(), st.integers(1, 20))),
         channels_last=draw(st.booleans()), tile=draw(st.sampled_from(["auto", None, 512, 768])),
         precision=draw(st.sampled_from(refinement.PRECISIONS)), evaluations=draw(st.sampled_from(refinement.EVALUATIONS)),
+        closed_loop=draw(st.integers(0, 8)), closed_loop_step=draw(st.floats(0.001, 1.0)),
     )
 
 
@@ -54,7 +55,24 @@ def test_a_config_survives_its_json_record(config):
     irrelevant = {"proxy_options": again.proxy_options, "lr": config.learning_rate()}
     if config.lr_schedule == "constant":
         irrelevant["lr_final_fraction"] = again.lr_final_fraction
+    if not config.closed_loop:  # the step of no passes
+        irrelevant["closed_loop_step"] = again.closed_loop_step
     assert again == dataclasses.replace(config, **irrelevant)
+
+
+@pytest.mark.parametrize("bad", [{"closed_loop": -1}, {"closed_loop": 1.5}, {"closed_loop": True},
+                                 {"closed_loop": 2, "closed_loop_step": 0.0}, {"closed_loop_step": 1.5}])
+def test_closed_loop_settings_out_of_range_are_one_error(bad):
+    with pytest.raises(LatentfitError, match="closed-loop"):
+        RefinementConfig(**bad)
+
+
+def test_a_record_without_closed_loop_passes_is_the_record_from_before_they_existed():
+    """No passes leave the record as it was (journals keep their identity); passes are recorded."""
+    assert "start" not in RefinementConfig(closed_loop=0, closed_loop_step=0.2).to_dict()
+    record = RefinementConfig(closed_loop=3, closed_loop_step=0.2).to_dict()
+    assert record["start"] == {"closed_loop": 3, "closed_loop_step": 0.2}
+    assert RefinementConfig.from_dict(record).closed_loop == 3
 
 
 def test_a_record_from_before_a_setting_existed_replays_as_it_ran():

@@ -101,3 +101,44 @@ def test_the_bundled_warm_start_encoders_keep_the_base_decoders():
         assert model.digest == base.digest and model.name == base.name
         ours, theirs = model.model.state_dict(), base.model.state_dict()
         assert all(torch.equal(ours[k], v) for k, v in theirs.items() if not k.startswith(("g_a.", "h_a.")))
+
+
+def test_closed_loop_passes_lower_the_true_loss_and_never_start_above_the_encoder(bundled_model, kodak_crop):
+    """Analysis by synthesis (`LatentModel.closed_loop_analysis`): the returned latents' true loss is
+    the one reported, a few small passes lower it on a real photo, and passes that over-correct are
+    not taken (pass 0, the encoder's own latents, is a candidate)."""
+    x = kodak_crop.tensor
+    lmbda = bundled_model.lmbda
+    plain = bundled_model.true_rate_distortion(bundled_model.analysis(x), x, lmbda).loss
+    latents, terms = bundled_model.closed_loop_analysis(x, x, lmbda, passes=4, step=0.05)
+    assert float(terms.loss) == pytest.approx(float(bundled_model.true_rate_distortion(latents, x, lmbda).loss))
+    assert float(terms.loss) < float(plain)
+    _, none = bundled_model.closed_loop_analysis(x, x, lmbda, passes=0, step=0.05)
+    assert float(none.loss) == float(plain)
+    _, overshoot = bundled_model.closed_loop_analysis(x, x, lmbda, passes=1, step=1.0)  # a whole y − g_a(x̂): far too much
+    assert float(overshoot.loss) == float(plain)
+    _, late = bundled_model.closed_loop_analysis(x, x, lmbda, passes=4, step=0.05, deadline=lambda seconds: 0.0)
+    assert float(late.loss) == float(plain)  # no pass fits before a deadline already past
+
+
+def test_a_time_budget_too_small_for_a_pass_writes_the_encoders_file(bundled_model, kodak_crop):
+    from latentfit import RefinementConfig, encode
+
+    plain = encode(kodak_crop, bundled_model, RefinementConfig(method="none"))
+    hurried = encode(kodak_crop, bundled_model, RefinementConfig(method="none", closed_loop=8, time_budget=1e-3))
+    assert hurried.data == plain.data
+
+
+def test_a_closed_loop_start_is_what_none_writes_and_the_plain_model_decodes_it(bundled_model, kodak_crop):
+    from latentfit import RefinementConfig, decode, encode
+
+    plain = encode(kodak_crop, bundled_model, RefinementConfig(method="none"))
+    start = encode(kodak_crop, bundled_model, RefinementConfig(method="none", closed_loop=3))
+    assert start.data != plain.data
+    assert start.stats["closed_loop"] == 3 and start.stats["config"]["start"]["closed_loop"] == 3
+    assert start.stats["true_loss_final"] == start.stats["true_loss_initial"] < plain.stats["true_loss_final"]
+    assert (decode(start.data, bundled_model) == start.decoded).all()
+    # and refinement starts from it: the first trace point is the closed loop's loss
+    refined = encode(kodak_crop, bundled_model, RefinementConfig(method="sga+ssl", steps=10, closed_loop=3))
+    assert refined.refinement.trace[0].true_loss == pytest.approx(start.stats["true_loss_final"])
+    assert refined.stats["true_loss_final"] <= start.stats["true_loss_final"]

@@ -14,11 +14,15 @@ import typer
 from .allocator import tune_allocator
 from .batch import ModelSource, encode_path, encode_task, pending_images
 from .batch import torch_device as _device
-from .config import AUTO_STEPS, BUDGET_TAU_END, BUDGET_TAU_START, RefinementConfig
+from .config import AUTO_STEPS, BUDGET_TAU_END, BUDGET_TAU_START, CLOSED_LOOP_STEP, RefinementConfig
 from .errors import LatentfitError
 from .evaluation.classical import describe_codecs
 from .relaxations import PROXIES, QuantizationProxy, describe_methods, parse_method
 
+CLOSED_LOOP_HELP = ("Closed-loop passes before refinement (a warm start that costs no gradient step, about "
+                    "one decode each): each decodes the best latents so far and moves y by "
+                    f"{CLOSED_LOOP_STEP:g}·(y − g_a(decoded)), halving that share after a pass that does not "
+                    "lower the true loss; the best pass is kept. 0: off.")
 #: `--method`'s help, from the proxy registry (a new method appears here by being registered).
 METHOD_HELP = ("Refinement method, with its options if any as name:key=value, e.g. sga+ssl3:a=1.4:power=1.4. "
                f"Methods (options): {describe_methods()}.")
@@ -84,6 +88,7 @@ def encode(
                                     "steps, every 5k before (the best iterate is almost always late); every: every "
                                     "k steps throughout."),
     variables: str = typer.Option("joint", help="'joint' refines y and z; 'y' refines y with z = h_a(y)."),
+    closed_loop: int = typer.Option(0, help=CLOSED_LOOP_HELP),
     tau_max: Optional[float] = typer.Option(None, help="Temperature schedule: τ_max."),
     tau_rate: Optional[float] = typer.Option(None, help="Temperature schedule: decay rate r."),
     t0: Optional[float] = typer.Option(None, help="Temperature schedule: t₀."),
@@ -155,7 +160,8 @@ def encode(
                               evaluate_every=evaluate_every, evaluations=evaluations, variables=variables,
                               time_budget=time_budget,
                               schedule=schedule, lr_schedule=lr_schedule, patience=patience, tile=_tile(tile),
-                              channels_last=channels_last, compile=compile, precision=precision)
+                              channels_last=channels_last, compile=compile, precision=precision,
+                              closed_loop=closed_loop)
     explicit = _schedule(config.proxy().default_schedule(), tau_max, tau_rate, t0, tau_min, anneal_to, step_count)
     if explicit is not None:
         config = dataclasses.replace(config, schedule=explicit)
@@ -453,6 +459,7 @@ def evaluate(
                                   "papers' protocol), bf16 or auto (see encode --help)."),
     evaluations: str = typer.Option("every", help="every: the true loss every 10 steps (the convergence curves "
                                     "and their tables need it), or tail: encode's default (see encode --help)."),
+    closed_loop: int = typer.Option(0, help=CLOSED_LOOP_HELP + " Also for none, which is then that start."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
     seed: int = typer.Option(0),
     classical: str = typer.Option("", help="Comma-separated classical codecs, each with options overriding its "
@@ -480,7 +487,7 @@ def evaluate(
     for name in methods:
         parse_method(name)
     RefinementConfig(lr=lr, lr_schedule=lr_schedule, schedule=schedule, precision=precision,
-                     evaluations=evaluations)  # refuses bad settings first
+                     evaluations=evaluations, closed_loop=closed_loop)  # refuses bad settings first
     _set_threads(threads)
     qualities = _int_list(quality, "--quality")
     if checkpoint is not None:
@@ -492,7 +499,7 @@ def evaluate(
                         checkpoint=str(checkpoint) if checkpoint else None, lmbda_points=points,
                         methods=methods, steps=_int_list(steps, "--steps"), lmbda=single_lmbda, lr=lr, crop=size,
                         lr_schedule=lr_schedule, schedule=schedule, precision=precision,
-                        evaluations=evaluations, limit=limit, seed=seed, classical=[c.strip() for c in classical.split(",") if c.strip()])
+                        evaluations=evaluations, closed_loop=closed_loop, limit=limit, seed=seed, classical=[c.strip() for c in classical.split(",") if c.strip()])
     bar = tqdm(desc="eval", unit="cell", disable=not (progress and sys.stderr.isatty()), file=sys.stderr)
 
     def update(done: int, total: int) -> None:

@@ -112,6 +112,7 @@ def encode_stats(image: LoadedImage, model: LatentModel, config: RefinementConfi
         "method": result.method,
         "steps": config.steps if config.proxy().refines else 0,
         "steps_run": result.steps_run,
+        "closed_loop": config.closed_loop,
         "best_step": result.best_step,
         "stopped_by": result.stopped_by,
         "tiles": result.tiles,

@@ -39,6 +39,11 @@ EVALUATE_TAIL = 0.2
 EVALUATE_SPARSE = 5
 EVALUATIONS = ("tail", "every")
 
+#: `closed_loop`'s first step: the share of `y − g_a(x̂)` a pass adds (on validation photos a fixed 0.1
+#: over-corrected from the second pass, 0.03 needed more passes for the same gain; BENCHMARKS.md,
+#: "Gain per second"); halved after a pass that does not lower the true loss.
+CLOSED_LOOP_STEP = 0.05
+
 #: Precisions of the proxy pass (`RefinementConfig.precision`).
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -114,6 +119,13 @@ class RefinementConfig:
     #: The true loss, the entropy coding and the file are always computed in fp32 by the plain model.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     tile: int | Literal["auto"] | None = "auto"
+    #: Closed-loop passes before refinement (analysis by synthesis, a warm start costing no gradient
+    #: step, about one decode each): each decodes the best latents so far to `x̂` and moves `y` by
+    #: `closed_loop_step`·(y − g_a(x̂)), what the encoder sees the decoder lose; a pass that does not
+    #: lower the true loss halves the step. The start is the best pass, so never worse than the
+    #: encoder's (`LatentModel.closed_loop_analysis`). 0: the encoder's latents as they are.
+    closed_loop: int = 0
+    closed_loop_step: float = CLOSED_LOOP_STEP
 
     def __post_init__(self):
         name, spec_options = parse_method(self.method)
@@ -149,6 +161,10 @@ class RefinementConfig:
             raise LatentfitError(f"lr final fraction must be in [0, 1], got {self.lr_final_fraction}")
         if self.patience is not None and self.patience < 1:
             raise LatentfitError(f"patience must be >= 1 evaluations, got {self.patience}")
+        if isinstance(self.closed_loop, bool) or not isinstance(self.closed_loop, int) or self.closed_loop < 0:
+            raise LatentfitError(f"closed-loop passes must be an integer >= 0, got {self.closed_loop!r}")
+        if not 0 < self.closed_loop_step <= 1:
+            raise LatentfitError(f"closed-loop step must be in (0, 1], got {self.closed_loop_step}")
 
     @cached_property
     def _proxy(self) -> QuantizationProxy:
@@ -229,7 +245,8 @@ class RefinementConfig:
             "runtime": {"tile": self.tile, "channels_last": self.channels_last, "compile": self.compile,
                         "record_trace": self.record_trace}
                        | ({"precision": self.precision} if self.precision != "fp32" else {}),  # as before it existed
-        }
+        } | ({"start": {"closed_loop": self.closed_loop, "closed_loop_step": self.closed_loop_step}}
+             if self.closed_loop else {})  # absent without passes: records as before it existed
 
     @classmethod
     def from_dict(cls, data: dict) -> "RefinementConfig":
@@ -255,6 +272,7 @@ class RefinementConfig:
                 start, end = temperature["budget_tau"]
                 schedule = TemperatureSchedule.for_budget(max(stopping["steps"], 1), start * tau_max, end * tau_max)
             return cls(method=method, proxy_options=proxy, lmbda=data["lmbda"], seed=data["seed"],
-                       variables=data["variables"], schedule=schedule, **optimiser, **stopping, **runtime)
+                       variables=data["variables"], schedule=schedule, **optimiser, **stopping, **runtime,
+                       **data.get("start", {}))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise LatentfitError(f"not a refinement config: {type(exc).__name__} {exc}") from None

@@ -81,7 +81,9 @@ def refine_latents(
     """Refine the latents of image `x` (1, 3, H, W) in [0, 1] for `model`.
 
     `x_padded` is the encoder's input: `x` padded to the model's stride (by default, edges replicated).
-    Returns the best latents seen (by `L_true`), both losses, and the optimisation trace.
+    Returns the best latents seen (by `L_true`), both losses, and the optimisation trace. With
+    `config.closed_loop` passes, refinement starts from their result (`LatentModel.closed_loop_analysis`)
+    and `initial` is its loss.
 
     `config.time_budget` counts from `clock_started` (a `time.perf_counter()` value; default: this
     call's start) and leaves `reserve_evaluations` true-loss evaluations' worth of time unused, for the
@@ -99,8 +101,19 @@ def refine_latents(
     clock_started = started if clock_started is None else clock_started
     x = x.to(device)
     x_padded = pad_to_multiple(x, model.stride) if x_padded is None else x_padded.to(device)
-    with torch.no_grad():
-        initial_latents = model.analysis(x_padded)
+    evaluated = time.perf_counter()
+    if config.closed_loop:
+        def budget_end(seconds: float) -> float:  # the passes end where the refinement's deadline would be
+            return clock_started + config.time_budget - reserve_evaluations * seconds
+
+        initial_latents, terms = model.closed_loop_analysis(
+            x, x_padded, lmbda, config.closed_loop, config.closed_loop_step,
+            deadline=budget_end if config.time_budget is not None else None)
+        closed_loop = (TrueLoss.of(terms), (time.perf_counter() - evaluated) / (config.closed_loop + 1))
+    else:
+        with torch.no_grad():
+            initial_latents = model.analysis(x_padded)
+        closed_loop = None
     generator = torch.Generator(device=device).manual_seed(config.seed)
 
     tile = config.tile
@@ -111,9 +124,12 @@ def refine_latents(
         raise LatentfitError(f"tile-by-tile refinement is not available for {model.architecture} models yet; "
                              "refine the whole image (tile none)")
     problem = WholeImage(model, x, initial_latents, lmbda, config)
-    evaluated = time.perf_counter()
-    initial = problem.true_loss()
-    eval_seconds = time.perf_counter() - evaluated
+    if closed_loop is None:
+        evaluated = time.perf_counter()
+        initial = problem.true_loss()
+        eval_seconds = time.perf_counter() - evaluated
+    else:  # measured by the passes (each an evaluation and an analysis: a cautious pace for a budget)
+        initial, eval_seconds = closed_loop
     deadline = None
     if config.time_budget is not None:
         deadline = clock_started + config.time_budget - reserve_evaluations * eval_seconds

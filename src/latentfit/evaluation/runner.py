@@ -56,6 +56,8 @@ class EvalConfig:
     #: "every" `evaluate_every` steps (the convergence curves and the true-loss reduction by step
     #: count need the whole trace), or encode's "tail" (`RefinementConfig.evaluations`).
     evaluations: str = "every"
+    #: `RefinementConfig.closed_loop`: passes before refinement, and so also what `none` writes.
+    closed_loop: int = 0
     classical: list[str] = field(default_factory=list)
     #: The λ axis: "" (each model's own λ, or `lmbda`), "x0.5" (a multiple of the model's own λ) or
     #: "0.0049" (that λ). `none` runs once, at "": its file does not depend on λ.
@@ -69,7 +71,7 @@ class EvalConfig:
         """The refinement settings every learned cell shares (each cell adds its method, steps and λ)."""
         return RefinementConfig(lr=self.lr, lr_schedule=self.lr_schedule, schedule=self.schedule, seed=self.seed,
                                 evaluate_every=self.evaluate_every, evaluations=self.evaluations, lmbda=self.lmbda,
-                                precision=self.precision)
+                                precision=self.precision, closed_loop=self.closed_loop)
 
     def identity(self) -> str:
         """Hash of everything that changes a cell's numbers besides the cell itself (its image, quality,

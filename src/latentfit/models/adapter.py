@@ -10,7 +10,9 @@ modules, so the hard-quantised path of `rate_distortion` is exactly what `compre
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -169,6 +171,37 @@ class LatentModel:
     def analysis(self, x: Tensor) -> Latents:
         y = self.model.g_a(x)
         return Latents(y, self.hyper_analysis(y) if self.has_hyperprior else None)
+
+    @torch.no_grad()
+    def closed_loop_analysis(self, x: Tensor, x_padded: Tensor, lmbda: float, passes: int, step: float,
+                             deadline: Callable[[float], float] | None = None) -> tuple[Latents, RateDistortion]:
+        """The encoder's latents corrected by `passes` rounds of analysis by synthesis, and their true
+        loss: each decodes the best latents so far to `x̂` and adds `step`·(y − g_a(x̂)) to their `y`
+        (`z = h_a(y)` anew), so `y` moves the way the encoder sees the decoder's error; a round that
+        does not lower the true loss halves `step` for the next. The best round is returned (round 0 is
+        the encoder's own, so never worse than it). `x` is the image, `x_padded` the encoder's input
+        (`x` padded to the stride, edges replicated; `x̂` is padded alike). `deadline(pass_seconds)`: the
+        `time.perf_counter()` value by which the passes must end, given a pass's cost (measured on the
+        encoder's analysis and evaluation); a pass that would not fit is not begun."""
+        from ..imageio import pad_to_multiple
+
+        started = time.perf_counter()
+        latents = self.analysis(x_padded)
+        best = (latents, self.true_rate_distortion(latents, x, lmbda))
+        pass_seconds = time.perf_counter() - started
+        for _ in range(passes):
+            if deadline is not None and time.perf_counter() + pass_seconds > deadline(pass_seconds):
+                break
+            latents, terms = best
+            x_hat = pad_to_multiple(terms.x_hat, self.stride)
+            y = latents.y + step * (latents.y - self.model.g_a(x_hat))
+            latents = Latents(y, self.hyper_analysis(y) if self.has_hyperprior else None)
+            candidate = (latents, self.true_rate_distortion(latents, x, lmbda))
+            if candidate[1].loss < best[1].loss:
+                best = candidate
+            else:
+                step /= 2
+        return best
 
     def _entropy_parameters(self, z_tilde: Tensor) -> tuple[Tensor, Tensor | None]:
         """`(σ, μ)` of `y` from `z̃` alone; `μ` is None for the scale hyperprior (zero mean)."""
