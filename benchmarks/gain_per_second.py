@@ -27,9 +27,11 @@ from latentfit.evaluation.plots import gain_per_second_plot
 from latentfit.evaluation.runner import journal_records, summarise
 
 
-def read_cells(folder: Path) -> list[dict]:
-    """A journal's cells on the model's own λ (a torn last line of a killed or running eval is skipped)."""
-    return [record for record in journal_records(folder) if not record.get("lmbda_point")]
+def read_cells(folder: Path, images: set[str] | None = None) -> list[dict]:
+    """A journal's cells on the model's own λ (a torn last line of a killed or running eval is skipped),
+    of the named images only if `images` (file stems, e.g. kodim01) is given."""
+    return [record for record in journal_records(folder) if not record.get("lmbda_point")
+            and (images is None or Path(record["image"]).stem in images)]
 
 
 def labelled(text: str) -> tuple[str, Path]:
@@ -39,14 +41,14 @@ def labelled(text: str) -> tuple[str, Path]:
     return label, Path(folder)
 
 
-def rows_of(journals: list[tuple[str, Path]]) -> list[dict]:
+def rows_of(journals: list[tuple[str, Path]], images: set[str] | None = None) -> list[dict]:
     """BD rows of every journal's learned curves (model renamed `MODEL (LABEL)`), then the classical
     codecs' rows of the first journal with any."""
     rows: list[dict] = []
     classical_done = False
     for label, folder in journals:
         with tempfile.TemporaryDirectory() as scratch:  # summarise writes its files; the journal's stay as eval left them
-            table = summarise(read_cells(folder), scratch)["bd_rates"]
+            table = summarise(read_cells(folder, images), scratch)["bd_rates"]
         classical = [row for row in table if is_classical(row["method"])]
         for row in table:
             if not is_classical(row["method"]):
@@ -99,9 +101,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--min-images", type=int, default=1,
                         help="leave out curves finished on fewer images (a journal extended to more images at some budgets)")
+    parser.add_argument("--images", help="only these images (comma-separated file stems, e.g. kodim01)")
     args = parser.parse_args()
+    images = {name.strip() for name in args.images.split(",") if name.strip()} if args.images else None
     try:
-        rows = [row for row in rows_of(args.journals) if row["images"] >= args.min_images]
+        rows = [row for row in rows_of(args.journals, images) if row["images"] >= args.min_images]
     except LatentfitError as exc:  # e.g. a folder without a journal (`journal_records` says which)
         parser.error(str(exc))
     print(markdown(rows))
