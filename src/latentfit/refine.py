@@ -103,13 +103,17 @@ def refine_latents(
     x_padded = pad_to_multiple(x, model.stride) if x_padded is None else x_padded.to(device)
     evaluated = time.perf_counter()
     if config.closed_loop:
+        pace: list[float] = []  # a pass's seconds, as measured by the passes (a cautious pace for the budget)
+
         def budget_end(seconds: float) -> float:  # the passes end where the refinement's deadline would be
+            pace.append(seconds)
             return clock_started + config.time_budget - reserve_evaluations * seconds
 
         initial_latents, terms = model.closed_loop_analysis(
             x, x_padded, lmbda, config.closed_loop, config.closed_loop_step,
             deadline=budget_end if config.time_budget is not None else None)
-        closed_loop = (TrueLoss.of(terms), (time.perf_counter() - evaluated) / (config.closed_loop + 1))
+        # without a budget the pace only matters for `optimise`'s step prior, which then goes unused
+        closed_loop = (TrueLoss.of(terms), pace[0] if pace else (time.perf_counter() - evaluated) / (config.closed_loop + 1))
     else:
         with torch.no_grad():
             initial_latents = model.analysis(x_padded)
@@ -128,7 +132,7 @@ def refine_latents(
         evaluated = time.perf_counter()
         initial = problem.true_loss()
         eval_seconds = time.perf_counter() - evaluated
-    else:  # measured by the passes (each an evaluation and an analysis: a cautious pace for a budget)
+    else:
         initial, eval_seconds = closed_loop
     deadline = None
     if config.time_budget is not None:
