@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from latentfit import LatentfitError, RefinementConfig, TemperatureSchedule, encode
 from latentfit import config as refinement
 from latentfit.relaxations import PROXIES
+from latentfit.schedules import EVALUATION_POLICIES, TAU_SCHEDULES, BudgetTemperature, TailEvaluation
 
 SPECS = {
     "sga+ssl": st.fixed_dictionaries({}, optional={"a": st.floats(0.5, 5.0), "hard": st.booleans()}),
@@ -38,7 +39,7 @@ def configs(draw):
         time_budget=draw(st.one_of(st.none(), st.floats(1, 600))), lr_schedule=draw(st.sampled_from(["constant", "cosine"])),
         lr_final_fraction=draw(st.floats(0, 1)), patience=draw(st.one_of(st.none(), st.integers(1, 20))),
         channels_last=draw(st.booleans()), tile=draw(st.sampled_from(["auto", None, 512, 768])),
-        precision=draw(st.sampled_from(refinement.PRECISIONS)), evaluations=draw(st.sampled_from(refinement.EVALUATIONS)),
+        precision=draw(st.sampled_from(refinement.PRECISIONS)), evaluations=draw(st.sampled_from(EVALUATION_POLICIES.names())),
         closed_loop=draw(st.integers(0, 8)), closed_loop_step=draw(st.floats(0.001, 1.0)),
     )
 
@@ -97,7 +98,7 @@ def test_tail_evaluations_are_every_kth_step_at_the_end_and_sparser_before(steps
     assert [s for s in due_dense if s > 0.8 * steps] == [s for s in due_tail if s > 0.8 * steps]
     # before it, at most one evaluation in five, evenly spaced
     early = [s for s in due_tail if s <= 0.8 * steps]
-    assert all(b - a == refinement.EVALUATE_SPARSE * every for a, b in zip(early, early[1:]))
+    assert all(b - a == TailEvaluation.sparse * every for a, b in zip(early, early[1:]))
     assert len(due_tail) <= len(due_dense)
     if steps >= 100 * every:
         assert len(due_tail) < 0.45 * len(due_dense)
@@ -123,11 +124,16 @@ def test_a_config_cannot_change_after_it_was_checked():
         dataclasses.replace(config, steps=-5)
 
 
+def _hotter(start: float) -> type:
+    """The budget schedule as a later measurement might move it: another start, the same name."""
+    return dataclasses.make_dataclass("Hotter", [("start", float, start)], bases=(BudgetTemperature,), frozen=True)
+
+
 def test_a_budget_recorded_with_other_constants_replays_as_the_schedule_it_ran(monkeypatch):
     """What "budget" means moves with measurements: a record made before keeps its own τ range."""
     record = RefinementConfig(method="sga+ssl", steps=400).to_dict()
     recorded = RefinementConfig.from_dict(record).temperature(400)
-    monkeypatch.setattr(refinement, "BUDGET_TAU_START", 3.0)
+    monkeypatch.setitem(TAU_SCHEDULES.entries, "budget", _hotter(3.0))
     replayed = RefinementConfig.from_dict(record)
     assert isinstance(replayed.schedule, TemperatureSchedule)
     assert replayed.temperature(400) == recorded

@@ -114,11 +114,14 @@ def test_journal_identity_follows_what_the_named_schedules_mean(monkeypatch):
     """A `budget`/`cosine` run is keyed by the constants those names stand for, so a journal made
     before a measurement moved them is not mixed in; the papers' protocol does not depend on them."""
     from latentfit import config as refinement
+    from latentfit.schedules import TAU_SCHEDULES, BudgetTemperature
+
+    from .test_config import _hotter
 
     papers = EvalConfig(datasets=["d"])
     budget = EvalConfig(datasets=["d"], lr=3e-2, lr_schedule="cosine", schedule="budget")
     before = papers.identity(), budget.identity()
-    monkeypatch.setattr(refinement, "BUDGET_TAU_START", refinement.BUDGET_TAU_START + 0.5)
+    monkeypatch.setitem(TAU_SCHEDULES.entries, "budget", _hotter(BudgetTemperature.start + 0.5))
     assert papers.identity() == before[0] and budget.identity() != before[1]
     moved = budget.identity()
     from latentfit.evaluation import runner

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from latentfit import RefinementConfig, decode, encode
+from latentfit.deadline import Deadline
+from latentfit.loop import Trace
 from latentfit.refine import TrueLoss, optimise
 
 
@@ -38,12 +40,14 @@ def test_the_loop_ends_by_its_deadline_with_the_last_evaluation_included(steps, 
     # late wake-ups.
     problem = SlowProblem(step_seconds=0.05, eval_seconds=0.4)
     config = RefinementConfig(method="sga+ssl", steps=steps, evaluate_every=10, time_budget=budget)
-    deadline = time.perf_counter() + budget
-    outcome = optimise(problem, TrueLoss(4.0, 0, 0), config, torch.Generator().manual_seed(0), deadline, eval_seconds=0.4)
+    deadline = Deadline.start(budget)
+    trace = Trace()
+    outcome = optimise(problem, TrueLoss(4.0, 0, 0), config, torch.Generator().manual_seed(0), deadline, [trace],
+                       eval_seconds=0.4)
     finished = time.perf_counter()
-    assert finished <= deadline + 0.2
+    assert finished <= deadline.end() + 0.2
     assert outcome.steps_run >= 10  # the budget was used, not given up after a step or two
-    assert outcome.trace[-1].step == outcome.steps_run  # the last step's iterate was evaluated
+    assert trace.records[-1].step == outcome.steps_run  # the last step's iterate was evaluated
 
 
 def test_a_budget_smaller_than_one_step_writes_the_plain_encoders_file(bundled_model, kodak_crop):

@@ -6,6 +6,8 @@ import json
 import pytest
 import torch
 
+from latentfit.deadline import Deadline
+
 from latentfit.errors import LatentfitError
 from latentfit.training import TrainConfig, Trainer
 
@@ -110,14 +112,15 @@ def test_closed_loop_passes_lower_the_true_loss_and_never_start_above_the_encode
     x = kodak_crop.tensor
     lmbda = bundled_model.lmbda
     plain = bundled_model.true_rate_distortion(bundled_model.analysis(x), x, lmbda).loss
-    latents, terms = bundled_model.closed_loop_analysis(x, x, lmbda, passes=4, step=0.05)
+    latents, terms, _ = bundled_model.closed_loop_analysis(x, x, lmbda, passes=4, step=0.05)
     assert float(terms.loss) == pytest.approx(float(bundled_model.true_rate_distortion(latents, x, lmbda).loss))
     assert float(terms.loss) < float(plain)
-    _, none = bundled_model.closed_loop_analysis(x, x, lmbda, passes=0, step=0.05)
+    _, none, _ = bundled_model.closed_loop_analysis(x, x, lmbda, passes=0, step=0.05)
     assert float(none.loss) == float(plain)
-    _, overshoot = bundled_model.closed_loop_analysis(x, x, lmbda, passes=1, step=1.0)  # a whole y − g_a(x̂): far too much
+    _, overshoot, _ = bundled_model.closed_loop_analysis(x, x, lmbda, passes=1, step=1.0)  # a whole y − g_a(x̂): far too much
     assert float(overshoot.loss) == float(plain)
-    _, late = bundled_model.closed_loop_analysis(x, x, lmbda, passes=4, step=0.05, deadline=lambda seconds: 0.0)
+    _, late, _ = bundled_model.closed_loop_analysis(x, x, lmbda, passes=4, step=0.05,
+                                                   deadline=Deadline.start(budget=0.0))
     assert float(late.loss) == float(plain)  # no pass fits before a deadline already past
 
 

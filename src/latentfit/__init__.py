@@ -18,7 +18,7 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
 
 from .allocator import tune_allocator  # noqa: E402
 from .bitstream import Bitstream, from_bytes, to_bytes  # noqa: E402
-from .codec import EncodeResult, decode, encode  # noqa: E402
+from .pipeline import EncodeResult, decode, encode  # noqa: E402
 from .errors import BitstreamError, LatentfitError, ModelNotAvailableError  # noqa: E402
 from .imageio import load_image  # noqa: E402
 from .models.adapter import LatentModel, Latents  # noqa: E402

@@ -48,7 +48,7 @@ class ModelSource:
 def encode_path(path: Path, latent_model, config, goal, started: float, progress=None):
     """`path` read and encoded: (the image, the `EncodeResult`); an unreachable target names the file.
     A time budget counts from `started`."""
-    from .codec import encode
+    from .pipeline import encode
     from .imageio import load_image
     from .rate_control import TargetUnreachableError
 

@@ -1,37 +1,34 @@
-"""Image in, `.lfc` bytes out, and back: the codec users call.
+"""Latents to `.lfc` bytes and back: the encode pipeline's last stages, and `decode`.
 
-`encode` pads the image to the model's stride (replicating edges), refines the latents, entropy-codes
-them into a `Bitstream`, then decodes its own output so that every reported figure (bytes, bpp,
-PSNR, MS-SSIM) describes the real file. `decode` needs only the bytes and the same model.
+`entropy_code` turns given latents into a `Bitstream` and its bytes; `decode_stream` (the pipeline's
+"verify" stage, and `decode`) checks a stream against the model and decodes it; `encode_stats` is
+what `encode --json` reports of the real file. `decode` needs only the bytes and the same model.
+The stages before (analysis, closed-loop passes, refinement) are `latentfit.refine`'s; the pipeline
+that runs them all in order is `latentfit.pipeline`.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from . import bitstream
 from .bitstream import Bitstream, BitstreamError
 from .config import resolve_precision
-from .errors import LatentfitError
 from .imageio import LoadedImage, to_uint8
 from .metrics import bits_per_pixel, ms_ssim, psnr
+from .config import RefinementConfig
+from .loop import RefinementResult
 from .models.adapter import LatentModel
-from .refine import ENCODE_TAIL_EVALUATIONS, RefinementConfig, RefinementResult, refine_latents
-
-if TYPE_CHECKING:
-    from .rate_control import Target
-
-
-#: Pillow modes whose decoded output is written back as a grayscale image.
-GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L"})
 
 
 @dataclass
 class EncodeResult:
+    """An encode's file (`data`, and `stream` parsed), its refinement, its decoded pixels and `stats`
+    (what `encode --json` prints)."""
+
     data: bytes
     stream: Bitstream
     refinement: RefinementResult
@@ -39,41 +36,8 @@ class EncodeResult:
     stats: dict = field(default_factory=dict)
 
 
-def encode(
-    image: LoadedImage,
-    model: LatentModel | Sequence[LatentModel],
-    config: RefinementConfig | None = None,
-    progress: Callable | None = None,
-    started: float | None = None,
-    target: "Target | None" = None,
-) -> EncodeResult:
-    """Encode `image` with `model`, refining its latents as `config` says (default: sga+ssl, 500 steps).
-
-    `config.time_budget` bounds this whole call, counted from `started` (a `time.perf_counter()`
-    value; default: now; the CLI passes the moment it began reading the image): refinement stops
-    early enough that entropy coding, the check decode and the metrics fit too.
-
-    `target` (`latentfit.Target("bytes", 40_000)`, `"bpp"`, or `"psnr"`) asks for a file size or a
-    quality instead: `model` may then be a family (`load_family()`, every quality of a model), and
-    the quality and λ are chosen to meet it (`latentfit.rate_control`).
-    """
-    if target is not None:
-        from .rate_control import encode_to_target
-
-        return encode_to_target(image, model, target, config, progress, started)
-    if not isinstance(model, LatentModel):
-        raise LatentfitError("encode takes one model, or a family of models together with a target")
-    config = config or RefinementConfig()
-    started = time.perf_counter() if started is None else started
-    began = time.perf_counter()
-    result = refine_latents(model, image.tensor, config, progress=progress,  # pads to the stride itself
-                            clock_started=started, reserve_evaluations=ENCODE_TAIL_EVALUATIONS)
-    coding_started = time.perf_counter()
-    stream, data = entropy_code(image, model, result.latents)
-    check_started = time.perf_counter()
-    decoded = decode_stream(stream, model)
-    stats = encode_stats(image, model, config, result, data, decoded, started, began, coding_started, check_started)
-    return EncodeResult(data, stream, result, decoded, stats)
+#: Pillow modes whose decoded output is written back as a grayscale image.
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L"})
 
 
 def entropy_code(image: LoadedImage, model: LatentModel, latents) -> tuple[Bitstream, bytes]:
@@ -87,9 +51,21 @@ def entropy_code(image: LoadedImage, model: LatentModel, latents) -> tuple[Bitst
     return stream, bitstream.to_bytes(stream)
 
 
+class StageClock:
+    """When each stage of an encode began (`time.perf_counter()` values), for `--json`'s time parts:
+    `started` (the encode, from reading the image), `began` (its first stage, once the image was
+    read), `coding` (entropy coding) and `check` (the check decode and the metrics)."""
+
+    def __init__(self, started: float):
+        self.started = started
+        self.began = self.coding = self.check = started
+
+    def mark(self, stage: str) -> None:
+        setattr(self, stage, time.perf_counter())
+
+
 def encode_stats(image: LoadedImage, model: LatentModel, config: RefinementConfig, result: RefinementResult,
-                 data: bytes, decoded: np.ndarray, started: float, began: float, coding_started: float,
-                 check_started: float) -> dict:
+                 data: bytes, decoded: np.ndarray, clock: StageClock) -> dict:
     """What `encode --json` reports: the file's real size and quality, the refinement, the time parts."""
     reference = to_uint8(image.tensor)
     size = len(data)
@@ -127,11 +103,11 @@ def encode_stats(image: LoadedImage, model: LatentModel, config: RefinementConfi
         stats["decoder"] = model.name
     finished = time.perf_counter()
     stats |= {
-        "seconds": finished - started,
-        "read_seconds": began - started,
+        "seconds": finished - clock.started,
+        "read_seconds": clock.began - clock.started,
         "refine_seconds": result.seconds,
-        "coding_seconds": check_started - coding_started,
-        "check_seconds": finished - check_started,
+        "coding_seconds": clock.check - clock.coding,
+        "check_seconds": finished - clock.check,
         "notes": list(image.notes),
     }
     return stats

@@ -9,14 +9,15 @@ temperature, stopping, runtime) that `encode --json` and every `eval` record car
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
 from .errors import LatentfitError
 from .relaxations import QuantizationProxy, get_proxy, parse_method
-from .schedules import TemperatureSchedule
+from .schedules import (
+    EVALUATION_POLICIES, LR_SCHEDULES, TAU_SCHEDULES, BudgetTemperature, TemperatureSchedule,
+)
 
 #: `steps="auto"` without a time budget; the most steps `auto` plans within one.
 AUTO_STEPS = 500
@@ -24,20 +25,9 @@ AUTO_MAX_STEPS = 2000
 #: With `tile="auto"`, images with more pixels than this are refined tile by tile.
 AUTO_TILE_PIXELS = 4_000_000
 AUTO_TILE_SIZE = 768
-#: `"budget"` anneals τ from `BUDGET_TAU_START·τ_max` to `BUDGET_TAU_END·τ_max` (τ_max: the method's
-#: own) within the steps; measured for sga+ssl (BENCHMARKS.md, time to quality): an end of 0.2 beat
-#: 0.05 in all six runs (four Kodak crops, two sets of weights; 0.02 was worse still), a start of 1.5
-#: beat 1 on every crop tried (0.6–0.7 and 2 were worse).
-BUDGET_TAU_START = 1.5
-BUDGET_TAU_END = 0.2
-
-#: `evaluations="tail"`: every `evaluate_every` steps in the last `EVALUATE_TAIL` of the planned steps,
-#: every `EVALUATE_SPARSE`·`evaluate_every` before. In 315 journalled 500-step `sga+ssl` runs with
-#: traces every 10 steps, the best iterate of those evaluations kept 99.99 % of the every-10 gain
-#: (the worst 99.3 %) with 18 evaluations instead of 50 (BENCHMARKS.md, "Gain per second").
-EVALUATE_TAIL = 0.2
-EVALUATE_SPARSE = 5
-EVALUATIONS = ("tail", "every")
+#: The default temperature schedule's range, multiples of the method's τ_max (`schedules.BudgetTemperature`).
+BUDGET_TAU_START = BudgetTemperature.start
+BUDGET_TAU_END = BudgetTemperature.end
 
 #: `closed_loop`'s first step: the share of `y − g_a(x̂)` a pass adds (on validation photos a fixed 0.1
 #: over-corrected from the second pass, 0.03 needed more passes for the same gain; BENCHMARKS.md,
@@ -92,17 +82,17 @@ class RefinementConfig:
     lmbda: float | None = None
     seed: int = 0
     evaluate_every: int = 10
-    #: When the true loss is measured: "every" `evaluate_every` steps throughout (the papers' practice,
-    #: and `eval`'s protocol, whose convergence curves need it), or "tail": every `evaluate_every` steps
-    #: in the last `EVALUATE_TAIL` of the planned steps, where the best iterate almost always is, and
-    #: every `EVALUATE_SPARSE`·`evaluate_every` before (an evaluation costs 1–1.5 proxy steps).
+    #: When the true loss is measured (`schedules.EVALUATION_POLICIES`): "every" `evaluate_every` steps
+    #: throughout (the papers' practice, and `eval`'s protocol, whose convergence curves need it), or
+    #: "tail": every `evaluate_every` steps in the last 20 % of the planned steps, where the best
+    #: iterate almost always is, and every 5·`evaluate_every` before (an evaluation costs 1–1.5 steps).
     evaluations: Literal["tail", "every"] = "tail"
     variables: Literal["joint", "y"] = "joint"
     schedule: TemperatureSchedule | Literal["papers", "budget"] | None = "budget"
     proxy_options: dict = field(default_factory=dict)
     time_budget: float | None = None
     record_trace: bool = True
-    #: "constant", or "cosine" (decay to `lr_final_fraction`·lr over the step budget).
+    #: "constant", or "cosine" (decay to `lr_final_fraction`·lr over the step budget): `schedules.LR_SCHEDULES`.
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     lr_final_fraction: float = 0.01
     #: Stop after this many true-loss evaluations without a relative improvement of `min_improvement`.
@@ -139,14 +129,16 @@ class RefinementConfig:
             raise LatentfitError(f"steps must be an integer >= 0 or 'auto', got {self.steps!r}")
         if self.tile not in ("auto", None) and (not isinstance(self.tile, int) or self.tile < 64):
             raise LatentfitError(f"tile must be 'auto', None or an integer >= 64 pixels, got {self.tile!r}")
-        if not (self.schedule in (None, "papers", "budget") or isinstance(self.schedule, TemperatureSchedule)):
-            raise LatentfitError(f"schedule must be a TemperatureSchedule, 'papers' or 'budget', got {self.schedule!r}")
+        if not (self.schedule is None or isinstance(self.schedule, TemperatureSchedule)
+                or self.schedule in TAU_SCHEDULES.names()):
+            raise LatentfitError(f"schedule must be a TemperatureSchedule or one of {', '.join(TAU_SCHEDULES.names())}, "
+                                 f"got {self.schedule!r}")
         if self.lr is not None and self.lr <= 0:
             raise LatentfitError(f"lr must be > 0, got {self.lr}")
         if self.evaluate_every < 1:
             raise LatentfitError(f"evaluate_every must be >= 1, got {self.evaluate_every}")
-        if self.evaluations not in EVALUATIONS:
-            raise LatentfitError(f"evaluations must be one of {', '.join(EVALUATIONS)}, got {self.evaluations!r}")
+        self.evaluation_policy()  # an unknown policy, lr schedule or final fraction is an error now
+        self.lr_policy()
         if self.variables not in ("joint", "y"):
             raise LatentfitError(f"variables must be 'joint' or 'y', got {self.variables!r}")
         if self.lmbda is not None and self.lmbda <= 0:
@@ -155,10 +147,6 @@ class RefinementConfig:
             raise LatentfitError(f"time budget must be > 0 seconds, got {self.time_budget}")
         if self.precision not in PRECISIONS:
             raise LatentfitError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise LatentfitError(f"lr schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if not 0 <= self.lr_final_fraction <= 1:
-            raise LatentfitError(f"lr final fraction must be in [0, 1], got {self.lr_final_fraction}")
         if self.patience is not None and self.patience < 1:
             raise LatentfitError(f"patience must be >= 1 evaluations, got {self.patience}")
         if isinstance(self.closed_loop, bool) or not isinstance(self.closed_loop, int) or self.closed_loop < 0:
@@ -184,59 +172,54 @@ class RefinementConfig:
             return 0
         return AUTO_STEPS if self.steps == "auto" else self.steps
 
+    def evaluation_policy(self):
+        """The registered evaluation policy `evaluations` names (`schedules.EVALUATION_POLICIES`)."""
+        return EVALUATION_POLICIES.get(self.evaluations)
+
+    def lr_policy(self):
+        """The registered lr schedule `lr_schedule` names, with this config's final fraction for cosine."""
+        return LR_SCHEDULES.get(self.lr_schedule, **LR_SCHEDULES.accepted(self.lr_schedule, final_fraction=self.lr_final_fraction))
+
+    def tau_policy(self):
+        """`schedule` as a strategy: the explicit `TemperatureSchedule`, or the registered one it names."""
+        if isinstance(self.schedule, TemperatureSchedule):
+            return self.schedule
+        return TAU_SCHEDULES.get(self.schedule or "papers")
+
     def evaluation_due(self, step: int, steps: int) -> bool:
         """Whether the true loss is measured after `step` (1-based) of a run planned for `steps`
         (the last step, and a run's last chance before its deadline, are measured regardless)."""
-        if step % self.evaluate_every:
-            return False
-        if self.evaluations == "every":
-            return True
-        return step > steps - math.ceil(EVALUATE_TAIL * steps) or step % (EVALUATE_SPARSE * self.evaluate_every) == 0
+        return self.evaluation_policy().due(step, steps, self.evaluate_every)
 
     def evaluations_per_step(self) -> float:
         """About how many true-loss evaluations a step brings with it, to plan against a time budget."""
-        if self.evaluations == "every":
-            return 1 / self.evaluate_every
-        return (EVALUATE_TAIL + (1 - EVALUATE_TAIL) / EVALUATE_SPARSE) / self.evaluate_every
+        return self.evaluation_policy().per_step(self.evaluate_every)
 
     def temperature(self, steps: int) -> TemperatureSchedule:
         """The schedule `schedule` names, for a run of `steps` steps."""
-        if isinstance(self.schedule, TemperatureSchedule):
-            return self.schedule
-        base = self.proxy().default_schedule()
-        if self.schedule == "budget":
-            return TemperatureSchedule.for_budget(max(steps, 1), BUDGET_TAU_START * base.tau_max,
-                                                  BUDGET_TAU_END * base.tau_max)
-        return base
+        return self.tau_policy().for_run(self.proxy().default_schedule(), steps)
 
     def constants(self) -> dict:
         """The constants behind the named schedules in this version of latentfit: the cosine lr's
         floor (`lr_final_fraction`) and the budget τ range (`budget_tau`, multiples of τ_max). Results
         are keyed by them, since measurements move these values while the names stay."""
-        constants: dict = {}
-        if self.lr_schedule == "cosine":
-            constants["lr_final_fraction"] = self.lr_final_fraction
-        if self.schedule == "budget":
-            constants["budget_tau"] = [BUDGET_TAU_START, BUDGET_TAU_END]
-        return constants
+        tau = {} if isinstance(self.schedule, TemperatureSchedule) else self.tau_policy().record()
+        return self.lr_policy().record() | tau
 
     def to_dict(self) -> dict:
         """The whole configuration as nested JSON-ready data; `from_dict` rebuilds it. Settings that
         cannot change the run are left out (the cosine floor with a constant lr, the improvement
         threshold without patience), so that records differ only where runs do."""
         schedule = self.schedule
-        temperature: dict = {"schedule": dataclasses.asdict(schedule) if isinstance(schedule, TemperatureSchedule)
-                             else (schedule or "papers")}
-        if schedule == "budget":
-            temperature["budget_tau"] = [BUDGET_TAU_START, BUDGET_TAU_END]
+        temperature: dict = ({"schedule": dataclasses.asdict(schedule)} if isinstance(schedule, TemperatureSchedule)
+                             else {"schedule": schedule or "papers"} | self.tau_policy().record())
         return {
             "format": CONFIG_FORMAT,
             "proxy": self.proxy().describe(),
             "lmbda": self.lmbda,
             "seed": self.seed,
             "variables": self.variables,
-            "optimiser": {"lr": self.learning_rate(), "lr_schedule": self.lr_schedule}
-                         | ({"lr_final_fraction": self.lr_final_fraction} if self.lr_schedule == "cosine" else {}),
+            "optimiser": {"lr": self.learning_rate(), "lr_schedule": self.lr_schedule} | self.lr_policy().record(),
             "temperature": temperature,
             "stopping": {"steps": self.steps, "evaluate_every": self.evaluate_every, "patience": self.patience,
                          "time_budget": self.time_budget}
@@ -264,13 +247,14 @@ class RefinementConfig:
             schedule = temperature["schedule"]
             if isinstance(schedule, dict):
                 schedule = TemperatureSchedule(**schedule)
-            elif schedule == "budget" and temperature.get("budget_tau") != [BUDGET_TAU_START, BUDGET_TAU_END]:
+            elif TAU_SCHEDULES.get(schedule).record() != {k: v for k, v in temperature.items() if k != "schedule"}:
+                # a named schedule recorded with other constants than this version's: the one it ran
                 if stopping["steps"] == "auto":
-                    raise LatentfitError(f"this record's budget schedule used τ {temperature.get('budget_tau')} "
-                                         f"x τ_max (now {[BUDGET_TAU_START, BUDGET_TAU_END]}) with steps auto")
-                tau_max = get_proxy(method, **proxy).default_schedule().tau_max
+                    raise LatentfitError(f"this record's {schedule} schedule used {temperature} (now "
+                                         f"{TAU_SCHEDULES.get(schedule).record()}) with steps auto")
                 start, end = temperature["budget_tau"]
-                schedule = TemperatureSchedule.for_budget(max(stopping["steps"], 1), start * tau_max, end * tau_max)
+                schedule = BudgetTemperature(start, end).for_run(get_proxy(method, **proxy).default_schedule(),
+                                                                 stopping["steps"])
             return cls(method=method, proxy_options=proxy, lmbda=data["lmbda"], seed=data["seed"],
                        variables=data["variables"], schedule=schedule, **optimiser, **stopping, **runtime,
                        **data.get("start", {}))

@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from .codec import EncodeResult, StageClock, decode_stream, encode_stats, entropy_code
+from .config import RefinementConfig
 from .errors import LatentfitError
 from .imageio import LoadedImage, pad_to_multiple, to_uint8
+from .loop import LoopHook, RefinementResult, TrueLoss
 from .metrics import psnr
 from .models.adapter import LatentModel, Latents
-from .refine import ENCODE_TAIL_EVALUATIONS, RefinementConfig, TrueLoss, refine_latents
 
 #: The kinds of target, as the CLI spells them (`--target-bytes`, `--target-bpp`, `--target-psnr`).
 TARGET_KINDS = ("bytes", "bpp", "psnr")
@@ -167,9 +168,10 @@ class Candidate:
 
 
 @dataclass
-class Steering:
-    """Moves the problem's λ at each true-loss evaluation towards the target and keeps the iterates
-    that look feasible (by the ideal size plus the calibrated overhead, or the true PSNR)."""
+class Steering(LoopHook):
+    """The refinement loop's hook that moves the problem's λ at each true-loss evaluation towards the
+    target and keeps the iterates that look feasible (by the ideal size plus the calibrated overhead,
+    or the true PSNR); the encoder's own latents (the start) are a candidate too."""
 
     target: Target
     curve: Curve
@@ -190,6 +192,12 @@ class Steering:
 
     def metric(self, true: TrueLoss) -> float:
         return math.log(self.size_of(true)) if self.target.is_size else true.psnr
+
+    def on_start(self, problem, initial: TrueLoss) -> None:
+        self.observe(0, initial, problem)
+
+    def on_evaluation(self, step: int, true: TrueLoss, record, problem) -> None:
+        self.observe(step, true, problem)
 
     def observe(self, step: int, true: TrueLoss, problem) -> None:
         metric, size = self.metric(true), self.size_of(true)
@@ -243,14 +251,9 @@ def _unreachable(target: Target, image: LoadedImage, low: float, high: float, mo
         f"{models[0].name} ({span}): {how} {_describe_range(target, low, high, image)}")
 
 
-def encode_to_target(image: LoadedImage, models: LatentModel | Sequence[LatentModel], target: Target,
-                     config: RefinementConfig | None = None, progress: Callable | None = None,
-                     started: float | None = None):
-    """Encode `image` so that its file meets `target`, choosing the model (from `models`, qualities of
-    one family; a single model fixes the quality) and the λ of its refinement. Returns `EncodeResult`
-    whose stats add `target`, `achieved`, `lmbda_probes` and `real_encodes`."""
-    from .codec import EncodeResult, decode_stream, encode_stats, entropy_code
-
+def protocol(config: RefinementConfig | None) -> RefinementConfig:
+    """The refinement settings rate control runs: `config` with an fp32 proxy and every evaluation
+    (what it was measured with), or a one-line error for a setting a target cannot take."""
     config = config or RefinementConfig()
     if config.precision == "auto":
         # Rate control was measured with an fp32 proxy; with bf16 the λ steering missed a tight PSNR
@@ -259,101 +262,130 @@ def encode_to_target(image: LoadedImage, models: LatentModel | Sequence[LatentMo
     if config.evaluations != "every":
         # The λ steering acts at each evaluation, and was measured with one every `evaluate_every` steps.
         config = dataclasses.replace(config, evaluations="every")
-    started = time.perf_counter() if started is None else started
-    models = [models] if isinstance(models, LatentModel) else sorted(models, key=lambda m: m.lmbda)
-    if not models:
-        raise LatentfitError("a target needs at least one model")
     if config.lmbda is not None:
         raise LatentfitError("a target chooses λ itself: leave out lmbda (--lmbda)")
     if config.patience is not None:
         raise LatentfitError("a target steers λ during the run, so a plateau is not defined: leave out patience")
     if isinstance(config.tile, int):
         raise LatentfitError("a target refines the whole image: leave out tile (--tile none or auto)")
-    refines = config.proxy().refines
-    height, width = image.height, image.width
-    pixels = height * width
-    x = image.tensor
-    began = time.perf_counter()
-    real_encodes = 0
+    return config
 
-    # 1. the plain points, and the header + coder overhead calibrated on one real file
-    raw = [_plain_point(m, x) for m in models]
+
+@dataclass
+class Plan:
+    """What the plain encodes of every quality say about reaching `target` on this image (stage 1):
+    its plain curve, the file overhead, the λ range and, for a refining method, the quality to refine,
+    the λ to start from and the `Steering` hook."""
+
+    target: Target
+    image: LoadedImage
+    models: list[LatentModel]
+    points: list[PlainPoint]
+    curve: Curve
+    log_low: float
+    log_high: float
+    low: float
+    high: float
+    real_encodes: int
+    model: LatentModel | None = None
+    log_start: float = 0.0
+    steering: Steering | None = None
+
+    @property
+    def limit(self) -> int:
+        return self.target.size_limit(self.image.height, self.image.width)
+
+    def unreachable(self, how: str, low: float | None = None, high: float | None = None) -> TargetUnreachableError:
+        return _unreachable(self.target, self.image, self.low if low is None else low,
+                            self.high if high is None else high, self.models, how)
+
+
+def plan(image: LoadedImage, models: LatentModel | Sequence[LatentModel], target: Target,
+         config: RefinementConfig) -> Plan:
+    """Stage 1: every model of the family encodes the image plainly (the header and coder overhead
+    calibrated on one real file); a target out of reach is refused here, before any refinement; a
+    refining method gets its quality, starting λ and `Steering`."""
+    models = [models] if isinstance(models, LatentModel) else sorted(models, key=lambda m: m.lmbda)
+    if not models:
+        raise LatentfitError("a target needs at least one model")
+    refines = config.proxy().refines
+    raw = [_plain_point(m, image.tensor) for m in models]
     middle = len(models) // 2
     _, data = entropy_code(image, models[middle], raw[middle][1])
-    real_encodes += 1
     overhead = len(data) - raw[middle][0].size
     points = [dataclasses.replace(point, size=point.size + overhead) for point, _ in raw]
     curve = Curve(points, target.is_size)
     log_low, log_high = _lmbda_range(models)
-
+    low, high = plain_range(curve, log_low, log_high, refines)
+    result = Plan(target, image, models, points, curve, log_low, log_high, low, high, real_encodes=1)
     if target.is_size:
-        limit = target.size_limit(height, width)
-        if limit <= overhead:
-            raise _unreachable(target, image, *_plain_range(curve, log_low, log_high, refines), models,
-                               "its files range from about")
-        goal_value, limit_value = math.log(limit * (1 - SIZE_MARGIN)), math.log(limit)
+        if result.limit <= overhead:
+            raise result.unreachable("its files range from about")
+        goal_value, limit_value = math.log(result.limit * (1 - SIZE_MARGIN)), math.log(result.limit)
     else:
         goal_value, limit_value = target.value + PSNR_MARGIN, target.value
-    low, high = _plain_range(curve, log_low, log_high, refines)
     reach = low * REFUSE_SIZE_FRACTION if target.is_size else high + REFUSE_PSNR_MARGIN
-    if (target.is_size and limit < reach) or (not target.is_size and target.value > reach):
-        raise _unreachable(target, image, low, high, models, "its files range from about")
+    if (target.is_size and result.limit < reach) or (not target.is_size and target.value > reach):
+        raise result.unreachable("its files range from about")
+    if refines:
+        # the quality whose λ is nearest the λ the plain curve predicts, and steering from there
+        shift = REFINED_SHIFT["size" if target.is_size else "psnr"]
+        result.log_start = curve.solve(goal_value - shift, log_low, log_high)
+        result.model = min(models, key=lambda m: abs(math.log(m.lmbda) - result.log_start))
+        result.steering = Steering(target, curve, goal_value, limit_value, log_low, log_high,
+                                   image.height * image.width, overhead)
+    return result
 
-    if not refines:
-        result = _best_plain(image, models, target, points, config, started, real_encodes)
-        if result is None:
-            raise _unreachable(target, image, *_plain_range(curve, log_low, log_high, False), models,
-                               "without refinement its files range from")
-        return result
 
-    # 2. the quality whose λ is nearest the λ the plain curve predicts, and steering from there
-    shift = REFINED_SHIFT["size" if target.is_size else "psnr"]
-    log_start = curve.solve(goal_value - shift, log_low, log_high)
-    model = min(models, key=lambda m: abs(math.log(m.lmbda) - log_start))
-    steering = Steering(target, curve, goal_value, limit_value, log_low, log_high, pixels, overhead)
-    run_config = dataclasses.replace(config, lmbda=math.exp(log_start), tile=None)
-    result = refine_latents(model, x, run_config, progress=progress, clock_started=started,
-                            reserve_evaluations=ENCODE_TAIL_EVALUATIONS, steer=steering)
+#: `encode_plain(model)`: the pipeline's plain encode of the image with `model` (method none), an
+#: `EncodeResult`; rate control is handed it rather than importing the pipeline that imports it.
+PlainEncoder = Callable[[LatentModel], EncodeResult]
 
-    # 3. the real file decides: candidates best first, then the iterate nearest the target
-    coding_started = time.perf_counter()
+
+def best_candidate(plan: Plan, result: RefinementResult, config: RefinementConfig, clock: StageClock,
+                   encode_plain: PlainEncoder) -> EncodeResult:
+    """Stage 3, the real file decides: the steered run's candidates are entropy-coded (and decoded)
+    best first until one meets the target, then the iterate nearest it; if none does, a plain file of
+    another quality that meets it; else `TargetUnreachableError`."""
+    image, target, model = plan.image, plan.target, plan.model
+    height, width = image.height, image.width
     reference = to_uint8(image.tensor)
-    tried = list(steering.candidates) + ([steering.closest] if steering.closest else [])
+    tried = list(plan.steering.candidates) + ([plan.steering.closest] if plan.steering.closest else [])
     chosen, sizes = None, []
     for candidate in tried:
         stream, data = entropy_code(image, model, candidate.latents)
-        real_encodes += 1
+        plan.real_encodes += 1
         sizes.append(len(data))
-        if target.is_size and len(data) > limit:
+        if target.is_size and len(data) > plan.limit:
             continue
-        check_started = time.perf_counter()
+        clock.mark("check")
         decoded = decode_stream(stream, model)
         if target.met(len(data), psnr(reference, decoded), height, width):
             chosen = candidate
             break
     if chosen is None:
         # refinement ended just outside the target: a plain file of another quality that meets it
-        fallback = _best_plain(image, models, target, points, config, started, real_encodes, skip_unlikely=True)
+        fallback = best_plain(plan, encode_plain, skip_unlikely=True)
         if fallback is not None:
             fallback.stats |= {"fallback": "plain", "steps_run": result.steps_run}
             return fallback
         best = (f"the smallest file refinement made was {min(sizes):,} bytes" if target.is_size else
                 f"the best PSNR refinement reached was {max(c.psnr for c in tried):.2f} dB")
-        raise _unreachable(target, image, low, high, models, f"{best}; its files range from about")
+        raise plan.unreachable(f"{best}; its files range from about")
     result = dataclasses.replace(result, latents=chosen.latents, final=chosen.true, best_step=chosen.step,
                                  lmbda=chosen.lmbda)
-    stats = encode_stats(image, model, config, result, data, decoded, started, began, coding_started, check_started)
+    stats = encode_stats(image, model, config, result, data, decoded, clock)
     stats |= {
-        "target": target.to_dict() | ({"bytes": limit} if target.is_size else {}),
+        "target": target.to_dict() | ({"bytes": plan.limit} if target.is_size else {}),
         "achieved": {"bytes": len(data), "bpp": stats["bpp"], "psnr": stats["psnr"]},
-        "lmbda_start": math.exp(log_start),
-        "lmbda_probes": len(set(steering.lmbdas)) + 1,
-        "real_encodes": real_encodes,
+        "lmbda_start": math.exp(plan.log_start),
+        "lmbda_probes": len(set(plan.steering.lmbdas)) + 1,
+        "real_encodes": plan.real_encodes,
     }
     return EncodeResult(data, stream, result, decoded, stats)
 
 
-def _plain_range(curve: Curve, log_low: float, log_high: float, refines: bool) -> tuple[float, float]:
+def plain_range(curve: Curve, log_low: float, log_high: float, refines: bool) -> tuple[float, float]:
     """The metric's range over the λ range (plain curve, extended; without refinement, the plain
     points themselves): sizes in bytes, or PSNR in dB."""
     if refines:
@@ -363,24 +395,20 @@ def _plain_range(curve: Curve, log_low: float, log_high: float, refines: bool) -
     return tuple(math.exp(v) for v in ends) if curve.is_size else tuple(ends)
 
 
-def _best_plain(image, models, target, points, config, started, real_encodes, skip_unlikely=False):
+def best_plain(plan: Plan, encode_plain: PlainEncoder, skip_unlikely: bool = False) -> EncodeResult | None:
     """The best quality whose plain file meets the target (for sizes the largest file, for PSNR the
     smallest), or None. `skip_unlikely`: only try qualities whose plain point nearly meets it."""
-    from .codec import encode as plain_encode
-
-    height, width = image.height, image.width
-    plain = dataclasses.replace(config, method="none", proxy_options={}, lmbda=None, tile=None)
-    order = list(reversed(points)) if target.is_size else list(points)
+    target, height, width = plan.target, plan.image.height, plan.image.width
+    order = list(reversed(plan.points)) if target.is_size else list(plan.points)
     for point in order:
-        if skip_unlikely and (point.size > 1.05 * target.size_limit(height, width) if target.is_size
-                              else point.psnr < target.value - 0.1):
+        if skip_unlikely and (point.size > 1.05 * plan.limit if target.is_size else point.psnr < target.value - 0.1):
             continue
-        result = plain_encode(image, point.model, plain, started=started)
-        real_encodes += 1
+        result = encode_plain(point.model)
+        plan.real_encodes += 1
         if target.met(result.stats["bytes"], result.stats["psnr"], height, width):
             result.stats |= {"target": target.to_dict(), "achieved": {k: result.stats[k] for k in ("bytes", "bpp", "psnr")},
-                             "lmbda_start": point.model.lmbda, "lmbda_probes": 0, "real_encodes": real_encodes}
+                             "lmbda_start": point.model.lmbda, "lmbda_probes": 0, "real_encodes": plan.real_encodes}
             if target.is_size:
-                result.stats["target"]["bytes"] = target.size_limit(height, width)
+                result.stats["target"]["bytes"] = plan.limit
             return result
     return None

@@ -1,17 +1,21 @@
-"""Refine one image's latents: the whole image as one `RefinementProblem`, or tile by tile.
+"""Refine one image's latents: the stages before the file (`latentfit.pipeline` runs them in order).
 
-Adam on `(y, z)` jointly (or on `y` with `z = h_a(y)` recomputed), model frozen, starting from the
-encoder's `(y₀, z₀)`. Every `evaluate_every` steps the true loss `L_true` of the hard-quantised
-iterate is measured and the best iterate kept, so the result is never worse than the plain encoder.
+- `analyse`: the encoder's latents `(y₀, z₀)` and their true loss: where refinement starts;
+- `closed_loop`: that start corrected by passes of analysis by synthesis (`RefinementConfig.closed_loop`);
+- `refine`: Adam on `(y, z)` jointly (or on `y` with `z = h_a(y)` recomputed), model frozen, from the
+  start; every few steps the true loss `L_true` of the hard-quantised iterate is measured and the best
+  iterate kept, so the result is never worse than the start. The whole image is one
+  `RefinementProblem` (`WholeImage`), a big one is refined tile by tile (`latentfit.tiling`); both run
+  the one loop, `latentfit.loop.optimise`.
 
-The settings are a `RefinementConfig` (`latentfit.config`); the loop is `latentfit.loop.optimise`,
-shared with the tiles of big images (`latentfit.tiling`).
+`refine_latents` runs the three for a caller that wants latents, not a file.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -20,17 +24,19 @@ from .config import (  # re-exported (__all__): latentfit.refine is where users 
     AUTO_MAX_STEPS, AUTO_STEPS, AUTO_TILE_PIXELS, AUTO_TILE_SIZE, BUDGET_TAU_END, BUDGET_TAU_START, RefinementConfig,
 )
 from .config import resolve_precision
+from .deadline import UNBOUNDED, Deadline
 from .errors import LatentfitError
 from .imageio import pad_to_multiple
-from .loop import RefinementResult, TraceRecord, TrueLoss, optimise
+from .loop import LoopHook, Progress, RefinementResult, Trace, TraceRecord, TrueLoss, optimise
 from .models.adapter import LatentModel, Latents
 from .tiling import refine_tiles
 
 __all__ = [
     "AUTO_MAX_STEPS", "AUTO_STEPS", "AUTO_TILE_PIXELS", "AUTO_TILE_SIZE", "BUDGET_TAU_END", "BUDGET_TAU_START",
-    "ENCODE_TAIL_EVALUATIONS", "RefinementConfig", "RefinementResult", "TraceRecord", "TrueLoss", "WholeImage",
-    "optimise", "refine_latents",
+    "RefinementConfig", "RefinementResult", "Start", "TraceRecord", "TrueLoss", "WholeImage", "analyse",
+    "closed_loop", "optimise", "refine", "refine_latents",
 ]
+
 
 class WholeImage:
     """The untiled problem: `(y, z)` of the whole image (or `y` alone, `z = h_a(y)`)."""
@@ -62,89 +68,73 @@ class WholeImage:
         return [v.detach().clone() for v in self.variables]
 
 
-#: With a time budget, `encode` keeps this many true-loss evaluations' worth of time for what follows
-#: the refinement: entropy coding, decoding its own file to measure it, and the metrics (measured on
-#: full Kodak images on this CPU: 1.7–2.0 evaluations; BENCHMARKS.md, "Time budgets").
-ENCODE_TAIL_EVALUATIONS = 2.5
+@dataclass
+class Start:
+    """Where refinement starts: the latents, their true loss, what one true-loss evaluation took (the
+    pace a time budget is planned with), and when the work on them began (`time.perf_counter()`)."""
+
+    latents: Latents
+    loss: TrueLoss
+    eval_seconds: float
+    started: float
 
 
-def refine_latents(
-    model: LatentModel,
-    x: Tensor,
-    config: RefinementConfig | None = None,
-    x_padded: Tensor | None = None,
-    progress: Callable[[int, int, TraceRecord | None], None] | None = None,
-    clock_started: float | None = None,
-    reserve_evaluations: float = 0.0,
-    steer=None,
-) -> RefinementResult:
-    """Refine the latents of image `x` (1, 3, H, W) in [0, 1] for `model`.
-
-    `x_padded` is the encoder's input: `x` padded to the model's stride (by default, edges replicated).
-    Returns the best latents seen (by `L_true`), both losses, and the optimisation trace. With
-    `config.closed_loop` passes, refinement starts from their result (`LatentModel.closed_loop_analysis`)
-    and `initial` is its loss.
-
-    `config.time_budget` counts from `clock_started` (a `time.perf_counter()` value; default: this
-    call's start) and leaves `reserve_evaluations` true-loss evaluations' worth of time unused, for the
-    caller's work after refinement (`encode` reserves `ENCODE_TAIL_EVALUATIONS`). A budget too small
-    for one step returns the encoder's latents with `stopped_by="time_budget"`.
-
-    `steer`: rate control's `Steering` (`latentfit.rate_control`), which moves λ while the run goes on
-    and keeps its own candidates; it needs the whole image (no tiles).
-    """
-    config = config or RefinementConfig()
-    proxy = config.proxy()
-    lmbda = model.lmbda if config.lmbda is None else config.lmbda
-    device = model.device
+def analyse(model: LatentModel, x: Tensor, x_padded: Tensor, lmbda: float) -> Start:
+    """The encoder's latents of `x_padded` (`x` padded to the stride) and their true loss for `x`."""
     started = time.perf_counter()
-    clock_started = started if clock_started is None else clock_started
-    x = x.to(device)
-    x_padded = pad_to_multiple(x, model.stride) if x_padded is None else x_padded.to(device)
+    with torch.no_grad():
+        latents = model.analysis(x_padded)
     evaluated = time.perf_counter()
+    loss = TrueLoss.of(model.true_rate_distortion(latents, x, lmbda))
+    return Start(latents, loss, time.perf_counter() - evaluated, started)
+
+
+def closed_loop(model: LatentModel, x: Tensor, x_padded: Tensor, lmbda: float, config: RefinementConfig,
+                deadline: Deadline = UNBOUNDED) -> Start:
+    """The encoder's latents after `config.closed_loop` passes of analysis by synthesis (the best pass;
+    `LatentModel.closed_loop_analysis`), which end where refinement's deadline would be."""
+    started = time.perf_counter()
+    latents, terms, pass_seconds = model.closed_loop_analysis(x, x_padded, lmbda, config.closed_loop,
+                                                              config.closed_loop_step, deadline)
+    return Start(latents, TrueLoss.of(terms), pass_seconds, started)
+
+
+def start(model: LatentModel, x: Tensor, x_padded: Tensor, lmbda: float, config: RefinementConfig,
+          deadline: Deadline = UNBOUNDED) -> Start:
+    """`analyse`, or with closed-loop passes `closed_loop`."""
     if config.closed_loop:
-        pace: list[float] = []  # a pass's seconds, as measured by the passes (a cautious pace for the budget)
+        return closed_loop(model, x, x_padded, lmbda, config, deadline)
+    return analyse(model, x, x_padded, lmbda)
 
-        def budget_end(seconds: float) -> float:  # the passes end where the refinement's deadline would be
-            pace.append(seconds)
-            return clock_started + config.time_budget - reserve_evaluations * seconds
 
-        initial_latents, terms = model.closed_loop_analysis(
-            x, x_padded, lmbda, config.closed_loop, config.closed_loop_step,
-            deadline=budget_end if config.time_budget is not None else None)
-        # without a budget the pace only matters for `optimise`'s step prior, which then goes unused
-        closed_loop = (TrueLoss.of(terms), pace[0] if pace else (time.perf_counter() - evaluated) / (config.closed_loop + 1))
-    else:
-        with torch.no_grad():
-            initial_latents = model.analysis(x_padded)
-        closed_loop = None
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-
+def tile_size(model: LatentModel, x: Tensor, config: RefinementConfig) -> int | None:
+    """The tile side `config.tile` means for this image and model (None: the whole image at once)."""
     tile = config.tile
     if tile == "auto":
         big = x.shape[-2] * x.shape[-1] > AUTO_TILE_PIXELS
-        tile = AUTO_TILE_SIZE if big and model.arch.tileable else None
-    elif tile is not None and not model.arch.tileable and proxy.refines:
+        return AUTO_TILE_SIZE if big and model.arch.tileable else None
+    if tile is not None and not model.arch.tileable and config.proxy().refines:
         raise LatentfitError(f"tile-by-tile refinement is not available for {model.architecture} models yet; "
                              "refine the whole image (tile none)")
-    problem = WholeImage(model, x, initial_latents, lmbda, config)
-    if closed_loop is None:
-        evaluated = time.perf_counter()
-        initial = problem.true_loss()
-        eval_seconds = time.perf_counter() - evaluated
-    else:
-        initial, eval_seconds = closed_loop
-    deadline = None
-    if config.time_budget is not None:
-        deadline = clock_started + config.time_budget - reserve_evaluations * eval_seconds
-    if tile is not None and proxy.refines and steer is None:
-        return refine_tiles(model, x, initial_latents, initial, config, lmbda, generator, tile, started,
-                            deadline, eval_seconds, progress)
+    return tile
 
-    if steer is not None and proxy.refines:
-        steer.observe(0, initial, problem)  # the encoder's own latents are a candidate too
-    outcome = optimise(problem, initial, config, generator, deadline, progress, eval_seconds=eval_seconds,
-                       steer=steer)
+
+def refine(model: LatentModel, x: Tensor, begin: Start, config: RefinementConfig, lmbda: float,
+           deadline: Deadline = UNBOUNDED, hooks: Sequence[LoopHook] = ()) -> RefinementResult:
+    """Refine from `begin` (the refine stage): the best latents seen (by `L_true`), both losses and the
+    optimisation trace. `deadline` is the encode's (its end leaves `deadline.tail` evaluations for
+    what follows); `hooks` watch or steer the loop (`latentfit.loop.LoopHook`; tiles tell them of
+    whole-image steps and losses). Rate control, whose hook steers λ, asks for no tiles."""
+    x = x.to(model.device)
+    tile = tile_size(model, x, config)
+    if tile is not None and config.proxy().refines:
+        return refine_tiles(model, x, begin, config, lmbda, tile, deadline, hooks)
+    problem = WholeImage(model, x, begin.latents, lmbda, config)
+    generator = torch.Generator(device=model.device).manual_seed(config.seed)
+    trace = Trace() if config.record_trace else None
+    outcome = optimise(problem, begin.loss, config, generator, deadline, [*hooks] + ([trace] if trace else []),
+                       eval_seconds=begin.eval_seconds)
+    initial = begin.loss
     first = TraceRecord(0, config.temperature(config.planned_steps())(0), float("nan"),
                         initial.loss, initial.bpp, initial.psnr, 0.0)
     return RefinementResult(
@@ -153,11 +143,37 @@ def refine_latents(
         final=outcome.best,
         best_step=outcome.best_step,
         steps_run=outcome.steps_run,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - begin.started,
         seed=config.seed,
-        method=proxy.name,
+        method=config.proxy().name,
         lmbda=lmbda,
-        trace=([first] + outcome.trace) if config.record_trace else [],
+        trace=[first] + trace.records if trace else [],
         stopped_by=outcome.stopped_by,
         lr=config.learning_rate(),
     )
+
+
+def refine_latents(
+    model: LatentModel,
+    x: Tensor,
+    config: RefinementConfig | None = None,
+    x_padded: Tensor | None = None,
+    progress: Callable[[int, int, TraceRecord | None], None] | None = None,
+    deadline: Deadline | None = None,
+) -> RefinementResult:
+    """Refine the latents of image `x` (1, 3, H, W) in [0, 1] for `model`: `analyse` (or
+    `closed_loop`), then `refine`.
+
+    `x_padded` is the encoder's input: `x` padded to the model's stride (by default, edges replicated).
+    Returns the best latents seen (by `L_true`), both losses, and the optimisation trace. With
+    `config.closed_loop` passes, refinement starts from their result and `initial` is its loss.
+    `config.time_budget` counts from this call's start unless `deadline` says otherwise; a budget too
+    small for one step returns the start's latents with `stopped_by="time_budget"`.
+    """
+    config = config or RefinementConfig()
+    deadline = deadline or Deadline.start(config.time_budget)
+    lmbda = model.lmbda if config.lmbda is None else config.lmbda
+    x = x.to(model.device)
+    x_padded = pad_to_multiple(x, model.stride) if x_padded is None else x_padded.to(model.device)
+    begin = start(model, x, x_padded, lmbda, config, deadline)
+    return refine(model, x, begin, config, lmbda, deadline, [Progress(progress)] if progress else [])

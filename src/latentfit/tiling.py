@@ -20,8 +20,9 @@ like any others, there is nothing to blend. Memory is that of one window, whatev
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -30,7 +31,11 @@ from .metrics import mse_from_psnr, psnr_from_mse, rd_loss
 from .models.adapter import LatentModel, Latents, deterministic
 from .models.entropy import bottleneck_bits, bottleneck_medians, gaussian_bits
 from .config import RefinementConfig, resolve_precision
-from .loop import RefinementResult, TraceRecord, TrueLoss, optimise
+from .deadline import UNBOUNDED, Deadline
+from .loop import LoopHook, RefinementResult, Trace, TraceRecord, TrueLoss, optimise
+
+if TYPE_CHECKING:
+    from .refine import Start
 
 #: Latents around a core whose pixels are in its distortion term. These reaches are the hyperprior
 #: family's (without spatial context): the architectures whose `Architecture.tileable` is True.
@@ -201,63 +206,60 @@ class WholeImageTrace:
         self.bits, self.squared = self._moved(tile_pixels, before, kept)
 
 
-def refine_tiles(
-    model: LatentModel,
-    x: Tensor,
-    initial_latents: Latents,
-    initial: TrueLoss,
-    config: RefinementConfig,
-    lmbda: float,
-    generator: torch.Generator,
-    tile: int,
-    started: float,
-    deadline: float | None,
-    eval_seconds: float,
-    progress: Callable[[int, int, TraceRecord | None], None] | None = None,
-) -> RefinementResult:
-    """Refine the latents core by core (`tile` pixels a side, rounded up to whole latents): `y` and
-    `z` for hyperprior models with `variables="joint"`, else `y` with `z` kept (`Tile`).
+class TileView(LoopHook):
+    """The hooks of a tiled refinement, told of whole-image steps and losses: a tile's step `k` is
+    step `offset + k` of the run (of `total` planned), and its records become the whole image's."""
 
-    `initial` is the whole image's true loss, which took `eval_seconds`; with a `deadline`, each tile
+    def __init__(self, hooks: Sequence[LoopHook], whole: "WholeImageTrace", problem: "Tile", before: TrueLoss,
+                 offset: int, total: int, seconds: float):
+        self.hooks, self.whole, self.problem, self.before = hooks, whole, problem, before
+        self.offset, self.total, self.seconds = offset, total, seconds
+
+    def as_whole(self, record: TraceRecord) -> TraceRecord:
+        moved = dataclasses.replace(record, step=record.step + self.offset)
+        return self.whole.point(moved, self.problem.pixels, self.before, self.seconds + record.seconds)
+
+    def on_evaluation(self, step: int, true: TrueLoss, record: TraceRecord, problem) -> None:
+        whole = self.as_whole(record)
+        for hook in self.hooks:
+            hook.on_evaluation(whole.step, TrueLoss(whole.true_loss, whole.true_bpp, whole.true_psnr), whole, problem)
+
+    def on_step(self, step: int, planned: int, record: TraceRecord | None) -> None:
+        whole = None if record is None else self.as_whole(record)
+        for hook in self.hooks:
+            hook.on_step(step + self.offset, self.total, whole)
+
+
+def refine_tiles(model: LatentModel, x: Tensor, begin: "Start", config: RefinementConfig, lmbda: float, tile: int,
+                 deadline: Deadline = UNBOUNDED, hooks: Sequence[LoopHook] = ()) -> RefinementResult:
+    """Refine the latents core by core (`tile` pixels a side, rounded up to whole latents): `y` and
+    `z` for hyperprior models with `variables="joint"`, else `y` with `z` kept (`Tile`), from `begin`
+    (`refine.Start`: the whole image's latents and true loss). With a bounded `deadline`, each tile
     gets an equal share of what is left of it after the final whole-image evaluation."""
-    context = EntropyContext(model, initial_latents)
+    context = EntropyContext(model, begin.latents)
     fast = model.proxy_view(channels_last=config.channels_last, compile=config.compile,
                             precision=resolve_precision(config.precision, model.device))
-    y = initial_latents.y.detach().clone()
+    generator = torch.Generator(device=model.device).manual_seed(config.seed)
+    y = begin.latents.y.detach().clone()
     joint = model.has_hyperprior and config.variables == "joint"
-    z = initial_latents.z.detach().clone() if joint else initial_latents.z
-    core = max(1, -(-tile // LATENT_STRIDE))
-    if joint:
-        core = -(-core // 4) * 4  # whole z latents per core
-    cores = tile_grid(y.shape[-2], y.shape[-1], core)
+    z = begin.latents.z.detach().clone() if joint else begin.latents.z
+    cores = tile_grid(y.shape[-2], y.shape[-1], core_size(tile, joint))
     steps_each = config.planned_steps()
     steps_run, improved_tiles, stopped_by = 0, 0, "steps"
-    whole = WholeImageTrace(initial, x.shape[-2] * x.shape[-1], lmbda)
-    trace = [TraceRecord(0, config.temperature(steps_each)(0), float("nan"), initial.loss, initial.bpp, initial.psnr, 0.0)]
+    whole = WholeImageTrace(begin.loss, x.shape[-2] * x.shape[-1], lmbda)
+    trace = Trace()
     for index, core in enumerate(cores):
-        tile_deadline = None
-        if deadline is not None:
-            now = time.perf_counter()
-            remaining = deadline - now - eval_seconds
-            if remaining <= 0:
-                stopped_by = "time_budget"
-                break
-            tile_deadline = now + remaining / (len(cores) - index)
+        if deadline.left(begin.eval_seconds) - begin.eval_seconds <= 0:
+            stopped_by = "time_budget"
+            break
+        tile_deadline = deadline.share(len(cores) - index, begin.eval_seconds)
         problem = Tile(model, fast, x, y, z, context, core, lmbda, joint)
         evaluated = time.perf_counter()
         tile_initial = problem.true_loss()
-        offset = evaluated - started  # the loop's records count seconds from its own start
-
-        def as_whole(record: TraceRecord) -> TraceRecord:
-            return whole.point(record, problem.pixels, tile_initial, offset + record.seconds)
-
-        def report(step: int, total: int, record: TraceRecord | None) -> None:
-            progress(step, total, None if record is None else as_whole(record))
-
-        outcome = optimise(problem, tile_initial, config, generator, tile_deadline, report if progress else None,
-                           step_offset=steps_run, total_steps=steps_each * len(cores),
+        view = TileView([*hooks, trace], whole, problem, tile_initial, steps_run, steps_each * len(cores),
+                        evaluated - begin.started)
+        outcome = optimise(problem, tile_initial, config, generator, tile_deadline, [view],
                            eval_seconds=time.perf_counter() - evaluated)
-        trace += [as_whole(record) for record in outcome.trace]
         whole.keep(problem.pixels, tile_initial, outcome.best)
         if outcome.stopped_by == "time_budget":
             stopped_by = "time_budget"
@@ -268,15 +270,28 @@ def refine_tiles(
             if joint:
                 z[..., problem.z_box[0], problem.z_box[1]] = outcome.best_variables[1]
                 context.refresh(z)
+    return _tiled_result(model, x, begin, Latents(y, z), config, lmbda, steps_run, improved_tiles, stopped_by,
+                         len(cores), trace.records)
 
-    refined = Latents(y, z)
+
+def core_size(tile: int, joint: bool) -> int:
+    """Latents a side of a core for tiles of `tile` pixels (whole `z` latents when `z` is refined too)."""
+    core = max(1, -(-tile // LATENT_STRIDE))
+    return -(-core // 4) * 4 if joint else core
+
+
+def _tiled_result(model: LatentModel, x: Tensor, begin: "Start", refined: Latents, config: RefinementConfig,
+                  lmbda: float, steps_run: int, improved_tiles: int, stopped_by: str, tiles: int,
+                  records: list[TraceRecord]) -> RefinementResult:
+    initial = begin.loss
     final = TrueLoss.of(model.true_rate_distortion(refined, x, lmbda))
     if final.loss > initial.loss:  # cannot happen if the locality argument holds; never return worse
-        refined, final = initial_latents.detach(), initial
-    seconds = time.perf_counter() - started
+        refined, final = begin.latents.detach(), initial
+    first = TraceRecord(0, config.temperature(config.planned_steps())(0), float("nan"), initial.loss, initial.bpp,
+                        initial.psnr, 0.0)
     return RefinementResult(
         latents=refined.detach(), initial=initial, final=final, best_step=steps_run if improved_tiles else 0,
-        steps_run=steps_run, seconds=seconds, seed=config.seed, method=config.method, lmbda=lmbda,
-        trace=trace if config.record_trace else [], stopped_by=stopped_by, tiles=len(cores),
+        steps_run=steps_run, seconds=time.perf_counter() - begin.started, seed=config.seed, method=config.method,
+        lmbda=lmbda, trace=[first] + records if config.record_trace else [], stopped_by=stopped_by, tiles=tiles,
         lr=config.learning_rate(),
     )

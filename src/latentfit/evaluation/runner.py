@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..codec import encode
+from ..pipeline import encode
 from ..config import RefinementConfig
 from ..errors import LatentfitError
 from ..imageio import atomic_write_bytes, center_crop, list_images, load_image, to_uint8

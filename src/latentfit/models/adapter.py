@@ -12,12 +12,12 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..deadline import Deadline
 from ..errors import LatentfitError
 from ..metrics import psnr_from_mse, rd_loss
 from .architectures import Architecture, architecture_for
@@ -174,15 +174,16 @@ class LatentModel:
 
     @torch.no_grad()
     def closed_loop_analysis(self, x: Tensor, x_padded: Tensor, lmbda: float, passes: int, step: float,
-                             deadline: Callable[[float], float] | None = None) -> tuple[Latents, RateDistortion]:
-        """The encoder's latents corrected by `passes` rounds of analysis by synthesis, and their true
-        loss: each decodes the best latents so far to `x̂` and adds `step`·(y − g_a(x̂)) to their `y`
-        (`z = h_a(y)` anew), so `y` moves the way the encoder sees the decoder's error; a round that
-        does not lower the true loss halves `step` for the next. The best round is returned (round 0 is
-        the encoder's own, so never worse than it). `x` is the image, `x_padded` the encoder's input
-        (`x` padded to the stride, edges replicated; `x̂` is padded alike). `deadline(pass_seconds)`: the
-        `time.perf_counter()` value by which the passes must end, given a pass's cost (measured on the
-        encoder's analysis and evaluation); a pass that would not fit is not begun."""
+                             deadline: Deadline | None = None) -> tuple[Latents, RateDistortion, float]:
+        """The encoder's latents corrected by `passes` rounds of analysis by synthesis, their true loss,
+        and the seconds of one pass: each decodes the best latents so far to `x̂` and adds
+        `step`·(y − g_a(x̂)) to their `y` (`z = h_a(y)` anew), so `y` moves the way the encoder sees the
+        decoder's error; a round that does not lower the true loss halves `step` for the next. The best
+        round is returned (round 0 is the encoder's own, so never worse than it). `x` is the image,
+        `x_padded` the encoder's input (`x` padded to the stride, edges replicated; `x̂` is padded
+        alike). With a `deadline` (`latentfit.deadline.Deadline`), a pass that would not end by its
+        end for evaluations of a pass's cost (measured on the encoder's analysis and evaluation) is
+        not begun."""
         from ..imageio import pad_to_multiple
 
         started = time.perf_counter()
@@ -190,7 +191,7 @@ class LatentModel:
         best = (latents, self.true_rate_distortion(latents, x, lmbda))
         pass_seconds = time.perf_counter() - started
         for _ in range(passes):
-            if deadline is not None and time.perf_counter() + pass_seconds > deadline(pass_seconds):
+            if deadline is not None and not deadline.fits(pass_seconds, pass_seconds):
                 break
             latents, terms = best
             x_hat = pad_to_multiple(terms.x_hat, self.stride)
@@ -201,7 +202,7 @@ class LatentModel:
                 best = candidate
             else:
                 step /= 2
-        return best
+        return (*best, pass_seconds)
 
     def _entropy_parameters(self, z_tilde: Tensor) -> tuple[Tensor, Tensor | None]:
         """`(σ, μ)` of `y` from `z̃` alone; `μ` is None for the scale hyperprior (zero mean)."""

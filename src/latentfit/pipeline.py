@@ -1,0 +1,124 @@
+"""One encode, stage by stage: image in, `.lfc` bytes and every figure about them out.
+
+An encode at a fixed λ (`encode`, the default) runs these stages in order:
+
+1. **analyse**: the encoder's latents `(y₀, z₀)` and their true loss (`refine.analyse`);
+2. **closed-loop passes** (optional, `RefinementConfig.closed_loop`): analysis by synthesis from
+   there (`refine.closed_loop`);
+3. **refine**: the refinement loop on the latents (`refine.refine`), watched and steered by hooks
+   (`loop.LoopHook`: the progress bar, the trace; rate control's λ steering);
+4. **entropy-code**: the latents into a `.lfc` stream and its bytes (`codec.entropy_code`);
+5. **verify**: decode those bytes as a decoder will (`codec.decode_stream`), so every figure
+   describes the real file;
+6. **statistics**: bytes, bpp, PSNR, MS-SSIM, the losses, the configuration, the time parts
+   (`codec.encode_stats`).
+
+One `Deadline` (`latentfit.deadline`) owns the clock of the whole encode, from reading the image (the
+caller's `started`) to the bytes: stages 2 and 3 end early enough for 4–6, which cost about
+`ENCODE_TAIL_EVALUATIONS` true-loss evaluations.
+
+An encode to a target (a file size, a bitrate or a PSNR: `rate_control`) runs a plan before stage 1
+(the plain encodes of every quality, which choose the model and the starting λ, or refuse the
+target), refines with a `Steering` hook, and replaces stages 4–6 with one: the best candidate whose
+real file meets the target (`rate_control.best_candidate`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable, Sequence
+
+from . import rate_control
+from .codec import EncodeResult, StageClock, decode, decode_stream, encode_stats, entropy_code
+from .config import RefinementConfig
+from .deadline import Deadline
+from .errors import LatentfitError
+from .imageio import LoadedImage, pad_to_multiple
+from .loop import LoopHook, Progress
+from .models.adapter import LatentModel
+from .rate_control import Target
+from .refine import refine, start
+
+__all__ = ["ENCODE_TAIL_EVALUATIONS", "EncodeResult", "decode", "encode", "encode_at", "encode_to_target"]
+
+#: With a time budget, refinement leaves this many true-loss evaluations' worth of time for the stages
+#: after it: entropy coding, decoding its own file to measure it, and the metrics (measured on full
+#: Kodak images on this CPU: 1.7–2.0 evaluations; BENCHMARKS.md, "Time budgets").
+ENCODE_TAIL_EVALUATIONS = 2.5
+
+
+def encode(
+    image: LoadedImage,
+    model: LatentModel | Sequence[LatentModel],
+    config: RefinementConfig | None = None,
+    progress: Callable | None = None,
+    started: float | None = None,
+    target: Target | None = None,
+) -> EncodeResult:
+    """Encode `image` with `model`, refining its latents as `config` says (default: sga+ssl, 500 steps).
+
+    `config.time_budget` bounds this whole call, counted from `started` (a `time.perf_counter()`
+    value; default: now; the CLI passes the moment it began reading the image): refinement stops
+    early enough that entropy coding, the check decode and the metrics fit too. `progress(step,
+    planned, record)` is called after every refinement step.
+
+    `target` (`latentfit.Target("bytes", 40_000)`, `"bpp"`, or `"psnr"`) asks for a file size or a
+    quality instead: `model` may then be a family (`load_family()`, every quality of a model), and
+    the quality and λ are chosen to meet it (`latentfit.rate_control`).
+    """
+    hooks = [Progress(progress)] if progress is not None else []
+    clock = StageClock(time.perf_counter() if started is None else started)
+    if target is not None:
+        return encode_to_target(image, model, target, config, hooks, clock)
+    if not isinstance(model, LatentModel):
+        raise LatentfitError("encode takes one model, or a family of models together with a target")
+    config = config or RefinementConfig()
+    deadline = Deadline(clock.started, config.time_budget, ENCODE_TAIL_EVALUATIONS)
+    return encode_at(image, model, config, hooks, clock, deadline)
+
+
+def encode_at(image: LoadedImage, model: LatentModel, config: RefinementConfig, hooks: Sequence[LoopHook],
+              clock: StageClock, deadline: Deadline) -> EncodeResult:
+    """The stages of an encode at one λ (`config.lmbda`, default the model's), in order."""
+    clock.mark("began")
+    lmbda = model.lmbda if config.lmbda is None else config.lmbda
+    x = image.tensor.to(model.device)
+    x_padded = pad_to_multiple(x, model.stride)
+    begin = start(model, x, x_padded, lmbda, config, deadline)  # 1-2: analyse, closed-loop passes
+    result = refine(model, x, begin, config, lmbda, deadline, hooks)  # 3: refine
+    clock.mark("coding")
+    stream, data = entropy_code(image, model, result.latents)  # 4: entropy-code
+    clock.mark("check")
+    decoded = decode_stream(stream, model)  # 5: verify
+    stats = encode_stats(image, model, config, result, data, decoded, clock)  # 6: statistics
+    return EncodeResult(data, stream, result, decoded, stats)
+
+
+def encode_to_target(image: LoadedImage, models: LatentModel | Sequence[LatentModel], target: Target,
+                     config: RefinementConfig | None, hooks: Sequence[LoopHook], clock: StageClock) -> EncodeResult:
+    """An encode whose file meets `target`, choosing the model (from `models`, qualities of one family;
+    a single model fixes the quality) and the λ of its refinement. The result's stats add `target`,
+    `achieved`, `lmbda_probes` and `real_encodes`."""
+    config = rate_control.protocol(config)
+    deadline = Deadline(clock.started, config.time_budget, ENCODE_TAIL_EVALUATIONS)
+    clock.mark("began")
+    plain = dataclasses.replace(config, method="none", proxy_options={}, lmbda=None, tile=None)
+
+    def encode_plain(model: LatentModel) -> EncodeResult:
+        return encode_at(image, model, plain, (), StageClock(clock.started), deadline)
+
+    plan = rate_control.plan(image, models, target, config)  # the plain curve; quality, λ and steering
+    if plan.steering is None:  # a method that does not refine: the best plain file
+        result = rate_control.best_plain(plan, encode_plain)
+        if result is None:
+            raise plan.unreachable("without refinement its files range from",
+                                   *rate_control.plain_range(plan.curve, plan.log_low, plan.log_high, False))
+        return result
+    run_config = dataclasses.replace(config, lmbda=math.exp(plan.log_start), tile=None)
+    x = image.tensor.to(plan.model.device)
+    begin = start(plan.model, x, pad_to_multiple(x, plan.model.stride), run_config.lmbda, run_config, deadline)
+    refined = refine(plan.model, x, begin, run_config, run_config.lmbda, deadline, [*hooks, plan.steering])
+    clock.mark("coding")
+    return rate_control.best_candidate(plan, refined, config, clock, encode_plain)
