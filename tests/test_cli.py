@@ -203,8 +203,8 @@ def test_unknown_model_and_method_are_one_line_errors(crop_png, tmp_path):
 @pytest.mark.parametrize("option, value, message", [("--steps", "lots", "--steps must be"),
                                                     ("--tile", "big", "--tile must be"),
                                                     ("--tile", "16", "tile must be"),
-                                                    ("--schedule", "fast", "unknown schedule"),
-                                                    ("--evaluations", "often", "evaluations must be one of")])
+                                                    ("--schedule", "fast", "unknown temperature schedule 'fast'"),
+                                                    ("--evaluations", "often", "unknown evaluation policy 'often'")])
 def test_bad_speed_options_are_one_line_errors(crop_png, tmp_path, option, value, message):
     assert_clean_failure(run("encode", crop_png, "-o", tmp_path / "a.lfc", option, value), message)
     assert not (tmp_path / "a.lfc").exists()
@@ -409,7 +409,7 @@ def test_eval_takes_encodes_tail_evaluations_and_keeps_them_apart_from_every(tmp
     expected = [0] + [step for step in range(1, 101) if tail.evaluation_due(step, 100)]
     assert [point["step"] for point in record["trace"]] == expected == [0, 50, 90, 100]
     assert_clean_failure(run(*grid), "another configuration")  # the default, every: other numbers
-    assert_clean_failure(run(*grid, "--evaluations", "often"), "evaluations must be one of")
+    assert_clean_failure(run(*grid, "--evaluations", "often"), "unknown evaluation policy")
 
 
 def test_encode_closed_loop_passes_start_lower_and_bad_counts_are_one_error(crop_png, tmp_path):
@@ -425,3 +425,4 @@ def test_encode_closed_loop_passes_start_lower_and_bad_counts_are_one_error(crop
     refused = run("encode", crop_png, "-o", tmp_path / "bad.lfc", "--closed-loop", "-1")
     assert_clean_failure(refused, "closed-loop passes")
     assert not (tmp_path / "bad.lfc").exists()
+

@@ -1,4 +1,4 @@
-import functools
+import dataclasses
 import itertools
 import json
 import math
@@ -8,11 +8,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from latentfit.config import PAPERS_PROTOCOL, RefinementConfig
 from latentfit.errors import LatentfitError
 from latentfit.evaluation import EvalConfig, bd_psnr, bd_rate, run_evaluation
 from latentfit.evaluation.runner import summarise
 
 from .conftest import KODAK, kodak_image
+
+
+def protocol(**changes) -> RefinementConfig:
+    """The papers' protocol, `eval`'s default, with `changes`."""
+    return dataclasses.replace(PAPERS_PROTOCOL, **changes)
 
 CURVE = [(0.12, 27.0), (0.2, 28.6), (0.31, 30.1), (0.46, 31.8), (0.66, 33.5)]
 
@@ -61,7 +67,7 @@ def test_a_single_point_is_a_clear_error():
 def tiny_eval():
     kodak_image()
     return EvalConfig(datasets=[str(KODAK)], qualities=[2], methods=["none", "sga+ssl"], steps=[6], crop=(64, 64),
-                      limit=3, seed=1)
+                      limit=3, refinement=protocol(seed=1))
 
 
 @pytest.mark.slow
@@ -105,7 +111,7 @@ def test_results_of_another_configuration_are_refused(tiny_eval, tmp_path):
     tiny_eval.limit = 1
     tiny_eval.methods = ["none"]
     run_evaluation(tiny_eval, tmp_path)
-    tiny_eval.lr = 1e-2
+    tiny_eval.refinement = protocol(lr=1e-2)
     with pytest.raises(LatentfitError, match="another configuration"):
         run_evaluation(tiny_eval, tmp_path)
 
@@ -113,22 +119,20 @@ def test_results_of_another_configuration_are_refused(tiny_eval, tmp_path):
 def test_journal_identity_follows_what_the_named_schedules_mean(monkeypatch):
     """A `budget`/`cosine` run is keyed by the constants those names stand for, so a journal made
     before a measurement moved them is not mixed in; the papers' protocol does not depend on them."""
-    from latentfit import config as refinement
     from latentfit.schedules import TAU_SCHEDULES, BudgetTemperature
 
     from .test_config import _hotter
 
     papers = EvalConfig(datasets=["d"])
-    budget = EvalConfig(datasets=["d"], lr=3e-2, lr_schedule="cosine", schedule="budget")
+    budget = EvalConfig(datasets=["d"], refinement=protocol(lr=3e-2, lr_schedule="cosine", schedule="budget"))
     before = papers.identity(), budget.identity()
     monkeypatch.setitem(TAU_SCHEDULES.entries, "budget", _hotter(BudgetTemperature.start + 0.5))
     assert papers.identity() == before[0] and budget.identity() != before[1]
     moved = budget.identity()
-    from latentfit.evaluation import runner
-
-    floor_moved = functools.partial(refinement.RefinementConfig, lr_final_fraction=0.5)  # as if the default moved
-    monkeypatch.setattr(runner, "RefinementConfig", floor_moved)
-    assert papers.identity() == before[0] and budget.identity() not in before + (moved,)
+    floor = {"lr_final_fraction": 0.5}  # as if the cosine floor's default moved
+    assert EvalConfig(datasets=["d"], refinement=protocol(**floor)).identity() == before[0]  # constant lr: no floor
+    floored = EvalConfig(datasets=["d"], refinement=dataclasses.replace(budget.refinement, **floor))
+    assert floored.identity() not in before + (moved,)
 
 
 @pytest.mark.parametrize("recorded", ["0123456789abcdef", None])
@@ -381,7 +385,7 @@ def test_ray_and_in_process_paths_give_identical_numbers(tmp_path):
     pytest.importorskip("ray")
     kodak_image()
     config = EvalConfig(datasets=[str(KODAK)], qualities=[2], methods=["none", "sga+ssl"], steps=[5], crop=(64, 64),
-                        limit=2, seed=4, threads=1)
+                        limit=2, refinement=protocol(seed=4), threads=1)
     local = run_evaluation(config, tmp_path / "local")
     distributed = run_evaluation(config, tmp_path / "ray", workers=2)
     strip = lambda records: {r["cell"]: {k: v for k, v in r.items() if "seconds" not in k and k != "trace"}  # noqa: E731

@@ -14,25 +14,27 @@ refuses otherwise with nothing written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
 from latentfit import __version__
-from latentfit.config import RefinementConfig
+from latentfit.config import PAPERS_PROTOCOL, RefinementConfig
 from latentfit.evaluation.runner import EvalConfig
 from latentfit.imageio import atomic_write_bytes
 
 
 def old_identity(config: EvalConfig) -> str:
     """`EvalConfig.identity()` as it was until 2026-12-04."""
-    keys = {"model": config.model, "lmbda": config.lmbda, "lr": config.lr, "crop": config.crop, "seed": config.seed,
-            "evaluate_every": config.evaluate_every, "version": __version__}
+    protocol = config.refinement
+    keys = {"model": config.model, "lmbda": protocol.lmbda, "lr": protocol.lr, "crop": config.crop,
+            "seed": protocol.seed, "evaluate_every": protocol.evaluate_every, "version": __version__}
     if config.checkpoint:
         keys["checkpoint"] = Path(config.checkpoint).name
-    if (config.lr_schedule, config.schedule) != ("constant", "papers"):
-        keys |= {"lr_schedule": config.lr_schedule, "schedule": config.schedule}
-        keys |= RefinementConfig(lr_schedule=config.lr_schedule, schedule=config.schedule).constants()
+    if (protocol.lr_schedule, protocol.schedule) != ("constant", "papers"):
+        keys |= {"lr_schedule": protocol.lr_schedule, "schedule": protocol.schedule}
+        keys |= RefinementConfig(lr_schedule=protocol.lr_schedule, schedule=protocol.schedule).constants()
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -50,9 +52,9 @@ def main() -> None:
     parser.add_argument("--evaluate-every", type=int, default=10)
     args = parser.parse_args()
     crop = tuple(int(v) for v in args.crop.lower().split("x")) if args.crop else None
-    config = EvalConfig(datasets=[], model=args.model, checkpoint=args.checkpoint, lmbda=args.lmbda, lr=args.lr,
-                        lr_schedule=args.lr_schedule, schedule=args.schedule, crop=crop, seed=args.seed,
-                        evaluate_every=args.evaluate_every)
+    protocol = dataclasses.replace(PAPERS_PROTOCOL, lmbda=args.lmbda, lr=args.lr, lr_schedule=args.lr_schedule,
+                                   schedule=args.schedule, seed=args.seed, evaluate_every=args.evaluate_every)
+    config = EvalConfig(datasets=[], model=args.model, checkpoint=args.checkpoint, crop=crop, refinement=protocol)
     old, new = old_identity(config), config.identity()
     journal = args.results / "cells.jsonl"
     lines = journal.read_text().splitlines()

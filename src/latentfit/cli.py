@@ -14,7 +14,7 @@ import typer
 from .allocator import tune_allocator
 from .batch import ModelSource, encode_path, encode_task, pending_images
 from .batch import torch_device as _device
-from .config import AUTO_STEPS, BUDGET_TAU_END, BUDGET_TAU_START, CLOSED_LOOP_STEP, RefinementConfig
+from .config import AUTO_STEPS, BUDGET_TAU_END, BUDGET_TAU_START, CLOSED_LOOP_STEP, PAPERS_PROTOCOL, RefinementConfig
 from .errors import LatentfitError
 from .evaluation.classical import describe_codecs
 from .relaxations import PROXIES, QuantizationProxy, describe_methods, parse_method
@@ -69,60 +69,89 @@ def _progress_bar(enabled: bool, label: str):
     return update, bar.close
 
 
+#: Each command-line option's help, by parameter name (the defaults are the declarations':
+#: `RefinementConfig` for encode, `PAPERS_PROTOCOL` for eval; `tests/test_cli.py` checks them).
+HELP = {
+    "method": METHOD_HELP,
+    "steps": f"Optimisation steps, or 'auto' ({AUTO_STEPS}; with --time-budget, as many as fit in it).",
+    "lr": f"Adam learning rate (default: {PROXIES['sga+ssl'].default_lr:g} for sga+ssl, "
+          f"{QuantizationProxy.default_lr:g}, the papers', for the others).",
+    "lmbda": "λ of the R-D loss (default: the model's training λ).",
+    "seed": "Seed of the proxy's noise.",
+    "evaluate_every": "Evaluate the true loss every k steps (best iterate kept).",
+    "evaluations": "tail: every k steps in the last 20 % of the steps, every 5k before (the best iterate is "
+                   "almost always late); every: every k steps throughout.",
+    "variables": "'joint' refines y and z; 'y' refines y with z = h_a(y).",
+    "closed_loop": CLOSED_LOOP_HELP,
+    "tau_max": "Temperature schedule: τ_max.",
+    "tau_rate": "Temperature schedule: decay rate r.",
+    "t0": "Temperature schedule: t₀.",
+    "tau_min": "Temperature schedule: τ_min.",
+    "time_budget": "Finish each image's encode, from reading it to the file on disk, within this many seconds "
+                   "(refinement stops early, best so far kept).",
+    "anneal_to": "Anneal τ from τ_max to this value within the step budget.",
+    "schedule": f"Temperature schedule: budget (anneal {BUDGET_TAU_START:g}·τ_max → {BUDGET_TAU_END:g}·τ_max "
+                "within the steps) or papers (the method's published one).",
+    "tile": "Refine tile by tile with tiles of this many pixels a side; 'auto' tiles images over 4 megapixels "
+            "(768 px tiles), 'none' never.",
+    "channels_last": "Channels-last layout for the refinement's decoder (faster on CPU).",
+    "compile": "torch.compile the refinement's decoder (needs a C++ compiler; pays off on long runs).",
+    "precision": "Precision of the refinement's decoder pass: auto (bf16 on a CPU with AVX512-BF16 or AMX, else "
+                 "fp32), fp32, or bf16 (about 2x faster steps for the same gain; the file is fp32 either way).",
+    "lr_schedule": f"cosine (decay to {RefinementConfig.lr_final_fraction:g}·lr over the steps), or constant.",
+    "patience": "Stop after this many evaluations without improvement.",
+    "target_bytes": "Make each file at most this many bytes (chooses the quality and λ; not with --lmbda).",
+    "target_bpp": "Make each file at most this many bits per pixel.",
+    "target_psnr": "Make each decoded image at least this PSNR (dB), with the smallest file found.",
+    "trace": "Write the optimisation trace (JSON) here.",
+    "threads": "torch CPU threads (0: PyTorch's default; 1 per worker with --workers).",
+    "workers": "A folder's images in this many parallel processes (a local Ray instance; 1: one after another).",
+    "ray_address": "Encode a folder's images on this existing Ray cluster (the paths must be readable there).",
+    "model": "Model name (default: the bundled latentfit-msh).",
+}
+#: The encode options that are `RefinementConfig` fields of the same name (the rest are the command's own).
+REFINEMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(RefinementConfig))
+#: The eval options that set its protocol (`EvalConfig.refinement`); its method, steps and λ are axes.
+EVAL_PROTOCOL_OPTIONS = frozenset({"lr", "lr_schedule", "schedule", "precision", "evaluations", "closed_loop", "seed"})
+
+
 @app.command()
 def encode(
     input: Path = typer.Argument(..., help="Image to compress (PNG, JPEG, WebP, ...), or a folder of images."),
     output: Path = typer.Option(..., "-o", "--output", help="The .lfc file to write (a folder for a folder)."),
-    model: Optional[str] = typer.Option(None, help="Model name (default: the bundled latentfit-msh)."),
+    model: Optional[str] = typer.Option(None, help=HELP["model"]),
     quality: Optional[int] = typer.Option(None, help="Model quality (default: 2 for latentfit-msh)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Use the weights in this file instead of a named model."),
-    method: str = typer.Option(RefinementConfig.method, help=METHOD_HELP),
-    steps: str = typer.Option("auto", help=f"Optimisation steps, or 'auto' ({AUTO_STEPS}; with --time-budget, "
-                              "as many as fit in it)."),
-    lr: Optional[float] = typer.Option(None, help=f"Adam learning rate (default: {PROXIES['sga+ssl'].default_lr:g} "
-                                       f"for sga+ssl, {QuantizationProxy.default_lr:g}, the papers', for the others)."),
-    lmbda: Optional[float] = typer.Option(None, help="λ of the R-D loss (default: the model's training λ)."),
-    seed: int = typer.Option(0, help="Seed of the proxy's noise."),
-    evaluate_every: int = typer.Option(10, help="Evaluate the true loss every k steps (best iterate kept)."),
-    evaluations: str = typer.Option(RefinementConfig.evaluations, help="tail: every k steps in the last 20 % of the "
-                                    "steps, every 5k before (the best iterate is almost always late); every: every "
-                                    "k steps throughout."),
-    variables: str = typer.Option("joint", help="'joint' refines y and z; 'y' refines y with z = h_a(y)."),
-    closed_loop: int = typer.Option(0, help=CLOSED_LOOP_HELP),
-    tau_max: Optional[float] = typer.Option(None, help="Temperature schedule: τ_max."),
-    tau_rate: Optional[float] = typer.Option(None, help="Temperature schedule: decay rate r."),
-    t0: Optional[float] = typer.Option(None, help="Temperature schedule: t₀."),
-    tau_min: Optional[float] = typer.Option(None, help="Temperature schedule: τ_min."),
-    time_budget: Optional[float] = typer.Option(None, help="Finish each image's encode, from reading it to the "
-                                                "file on disk, within this many seconds (refinement stops early, "
-                                                "best so far kept)."),
-    anneal_to: Optional[float] = typer.Option(None, help="Anneal τ from τ_max to this value within the step budget."),
-    schedule: str = typer.Option(RefinementConfig.schedule, help=f"Temperature schedule: budget (anneal "
-                                 f"{BUDGET_TAU_START:g}·τ_max → {BUDGET_TAU_END:g}·τ_max within the steps) or papers "
-                                 "(the method's published one)."),
-    tile: str = typer.Option("auto", help="Refine tile by tile with tiles of this many pixels a side; 'auto' tiles "
-                             "images over 4 megapixels (768 px tiles), 'none' never."),
-    channels_last: bool = typer.Option(True, help="Channels-last layout for the refinement's decoder (faster on CPU)."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the refinement's decoder (needs a C++ "
-                                 "compiler; pays off on long runs)."),
-    precision: str = typer.Option(RefinementConfig.precision, help="Precision of the refinement's decoder pass: auto "
-                                  "(bf16 on a CPU with AVX512-BF16 or AMX, else fp32), fp32, or bf16 (about 2x "
-                                  "faster steps for the same gain; the file is fp32 either way)."),
-    lr_schedule: str = typer.Option(RefinementConfig.lr_schedule, help=f"cosine (decay to "
-                                    f"{RefinementConfig.lr_final_fraction:g}·lr over the steps), or constant."),
-    patience: Optional[int] = typer.Option(None, help="Stop after this many evaluations without improvement."),
-    target_bytes: Optional[int] = typer.Option(None, help="Make each file at most this many bytes (chooses the "
-                                               "quality and λ; not with --lmbda)."),
-    target_bpp: Optional[float] = typer.Option(None, help="Make each file at most this many bits per pixel."),
-    target_psnr: Optional[float] = typer.Option(None, help="Make each decoded image at least this PSNR (dB), "
-                                                "with the smallest file found."),
-    trace: Optional[Path] = typer.Option(None, help="Write the optimisation trace (JSON) here."),
+    method: str = typer.Option(RefinementConfig.method, help=HELP["method"]),
+    steps: str = typer.Option(RefinementConfig.steps, help=HELP["steps"]),
+    lr: Optional[float] = typer.Option(RefinementConfig.lr, help=HELP["lr"]),
+    lmbda: Optional[float] = typer.Option(RefinementConfig.lmbda, help=HELP["lmbda"]),
+    seed: int = typer.Option(RefinementConfig.seed, help=HELP["seed"]),
+    evaluate_every: int = typer.Option(RefinementConfig.evaluate_every, help=HELP["evaluate_every"]),
+    evaluations: str = typer.Option(RefinementConfig.evaluations, help=HELP["evaluations"]),
+    variables: str = typer.Option(RefinementConfig.variables, help=HELP["variables"]),
+    closed_loop: int = typer.Option(RefinementConfig.closed_loop, help=HELP["closed_loop"]),
+    tau_max: Optional[float] = typer.Option(None, help=HELP["tau_max"]),
+    tau_rate: Optional[float] = typer.Option(None, help=HELP["tau_rate"]),
+    t0: Optional[float] = typer.Option(None, help=HELP["t0"]),
+    tau_min: Optional[float] = typer.Option(None, help=HELP["tau_min"]),
+    time_budget: Optional[float] = typer.Option(RefinementConfig.time_budget, help=HELP["time_budget"]),
+    anneal_to: Optional[float] = typer.Option(None, help=HELP["anneal_to"]),
+    schedule: str = typer.Option(RefinementConfig.schedule, help=HELP["schedule"]),
+    tile: str = typer.Option(RefinementConfig.tile, help=HELP["tile"]),
+    channels_last: bool = typer.Option(RefinementConfig.channels_last, help=HELP["channels_last"]),
+    compile: bool = typer.Option(RefinementConfig.compile, "--compile", help=HELP["compile"]),
+    precision: str = typer.Option(RefinementConfig.precision, help=HELP["precision"]),
+    lr_schedule: str = typer.Option(RefinementConfig.lr_schedule, help=HELP["lr_schedule"]),
+    patience: Optional[int] = typer.Option(RefinementConfig.patience, help=HELP["patience"]),
+    target_bytes: Optional[int] = typer.Option(None, help=HELP["target_bytes"]),
+    target_bpp: Optional[float] = typer.Option(None, help=HELP["target_bpp"]),
+    target_psnr: Optional[float] = typer.Option(None, help=HELP["target_psnr"]),
+    trace: Optional[Path] = typer.Option(None, help=HELP["trace"]),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    threads: int = typer.Option(0, help="torch CPU threads (0: PyTorch's default; 1 per worker with --workers)."),
-    workers: int = typer.Option(1, help="A folder's images in this many parallel processes (a local Ray "
-                                "instance; 1: one after another)."),
-    ray_address: Optional[str] = typer.Option(None, help="Encode a folder's images on this existing Ray cluster "
-                                              "(the paths must be readable there)."),
+    threads: int = typer.Option(0, help=HELP["threads"]),
+    workers: int = typer.Option(1, help=HELP["workers"]),
+    ray_address: Optional[str] = typer.Option(None, help=HELP["ray_address"]),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
@@ -134,46 +163,48 @@ def encode(
     --ray-address spread a folder's images over processes (one thread each unless --threads); the files
     are the same bytes as one after another with the same --threads.
     """
+    config = _refinement_config({k: v for k, v in locals().items() if k in REFINEMENT_FIELDS},
+                                tau_max, tau_rate, t0, tau_min, anneal_to)
     goal = _target(target_bytes, target_bpp, target_psnr, lmbda)
     batch = input.is_dir()
-    if workers < 1:
-        raise LatentfitError(f"--workers must be at least 1, got {workers}")
-    parallel = batch and (workers > 1 or ray_address is not None)
-    if batch:
-        if output.exists() and not output.is_dir():
-            raise LatentfitError(f"{output}: must be a folder when the input is a folder")
-        if trace is not None:
-            raise LatentfitError("--trace takes a single image, not a folder")
-    else:
-        _check_output(output, force)
-        if trace is not None:
-            _check_output(trace, force)
+    _check_encode_outputs(input, output, trace, force, workers)
     _set_threads(threads)
     # what loads the model, so that a worker process can load the same one
     source = ModelSource(model, quality, str(checkpoint) if checkpoint else None,
                          family=goal is not None and quality is None and checkpoint is None, device=device)
     latent_model = source.load()  # also in parallel runs: a bad name or file fails here, before any work
-    step_count = _steps(steps)
-    if schedule not in ("papers", "budget"):
-        raise LatentfitError(f"unknown schedule '{schedule}' (use papers or budget)")
-    config = RefinementConfig(method=method, steps=step_count, lr=lr, lmbda=lmbda, seed=seed,
-                              evaluate_every=evaluate_every, evaluations=evaluations, variables=variables,
-                              time_budget=time_budget,
-                              schedule=schedule, lr_schedule=lr_schedule, patience=patience, tile=_tile(tile),
-                              channels_last=channels_last, compile=compile, precision=precision,
-                              closed_loop=closed_loop)
-    explicit = _schedule(config.proxy().default_schedule(), tau_max, tau_rate, t0, tau_min, anneal_to, step_count)
-    if explicit is not None:
-        config = dataclasses.replace(config, schedule=explicit)
     if not batch:
-        stats = _encode_file(input, output, latent_model, config, force, trace, progress, device, goal)
-        _report(stats, as_json)
-        return
-    if parallel:
+        _report(_encode_file(input, output, latent_model, config, force, trace, progress, device, goal), as_json)
+    elif workers > 1 or ray_address is not None:
         _encode_folder_parallel(input, output, source, config, force, progress, as_json, goal, threads or 1,
                                 workers, ray_address)
+    else:
+        _encode_folder(input, output, latent_model, config, force, progress, device, as_json, goal)
+
+
+def _refinement_config(settings: dict, tau_max, tau_rate, t0, tau_min, anneal_to) -> RefinementConfig:
+    """The `RefinementConfig` of the command line's options of the same names (`steps` and `tile` as
+    typed), with an explicit τ schedule when any τ option is given; bad settings refused here."""
+    settings = settings | {"steps": _steps(settings["steps"]), "tile": _tile(settings["tile"])}
+    config = RefinementConfig(**settings)
+    explicit = _schedule(config.proxy().default_schedule(), tau_max, tau_rate, t0, tau_min, anneal_to,
+                         settings["steps"])
+    return config if explicit is None else dataclasses.replace(config, schedule=explicit)
+
+
+def _check_encode_outputs(input: Path, output: Path, trace: Optional[Path], force: bool, workers: int) -> None:
+    """Refuse, before any work, outputs that cannot be written (see `_check_output`) and bad --workers."""
+    if workers < 1:
+        raise LatentfitError(f"--workers must be at least 1, got {workers}")
+    if input.is_dir():
+        if output.exists() and not output.is_dir():
+            raise LatentfitError(f"{output}: must be a folder when the input is a folder")
+        if trace is not None:
+            raise LatentfitError("--trace takes a single image, not a folder")
         return
-    _encode_folder(input, output, latent_model, config, force, progress, device, as_json, goal)
+    _check_output(output, force)
+    if trace is not None:
+        _check_output(trace, force)
 
 
 def _target(target_bytes, target_bpp, target_psnr, lmbda):
@@ -275,8 +306,8 @@ def _encode_folder_parallel(folder: Path, outdir: Path, source: ModelSource, con
 
 
 
-def _steps(text: str) -> int | str:
-    if text.strip() == "auto":
+def _steps(text) -> int | str:
+    if str(text).strip() == "auto":
         return "auto"
     try:
         return int(text)
@@ -284,9 +315,9 @@ def _steps(text: str) -> int | str:
         raise LatentfitError(f"--steps must be a whole number or 'auto', got '{text}'") from None
 
 
-def _tile(text: str) -> int | str | None:
-    if text.strip() in ("auto", "none"):
-        return None if text.strip() == "none" else "auto"
+def _tile(text) -> int | str | None:
+    if text is None or str(text).strip() in ("auto", "none"):
+        return None if text is None or str(text).strip() == "none" else "auto"
     try:
         return int(text)
     except ValueError:
@@ -439,7 +470,7 @@ def _int_list(text: str, option: str) -> list[int]:
 def evaluate(
     datasets: List[Path] = typer.Argument(..., help="Folders of images."),
     output: Path = typer.Option(..., "-o", "--output", help="Results folder (re-running it resumes)."),
-    model: Optional[str] = typer.Option(None, help="Model name (default: the bundled latentfit-msh)."),
+    model: Optional[str] = typer.Option(None, help=HELP["model"]),
     checkpoint: Optional[Path] = typer.Option(None, help="Evaluate the weights in this file (one quality, from its "
                                               "model card) instead of a named model."),
     quality: str = typer.Option("1,2,3,4", help="Comma-separated qualities."),
@@ -450,18 +481,20 @@ def evaluate(
                                         "absolute values."),
     lmbda_scale: Optional[str] = typer.Option(None, help="λ axis as multiples of each model's own λ, e.g. 0.5,1,2 "
                                               "(one curve per entry; with one quality, one curve along λ)."),
-    lr: float = typer.Option(5e-3, help="Adam lr (default: the papers' protocol)."),
-    lr_schedule: str = typer.Option("constant", help="constant (the papers') or cosine (latentfit's default)."),
-    schedule: str = typer.Option("papers", help="papers (each method's published τ schedule) or budget "
-                                 "(latentfit's default)."),
+    lr: float = typer.Option(PAPERS_PROTOCOL.lr, help="Adam lr (default: the papers' protocol)."),
+    lr_schedule: str = typer.Option(PAPERS_PROTOCOL.lr_schedule, help="constant (the papers') or cosine "
+                                    "(latentfit's default)."),
+    schedule: str = typer.Option(PAPERS_PROTOCOL.schedule, help="papers (each method's published τ schedule) or "
+                                 "budget (latentfit's default)."),
     crop: Optional[str] = typer.Option(None, help="Centre crop WxH, e.g. 256x256."),
-    precision: str = typer.Option("fp32", help="Precision of the refinement's decoder pass: fp32 (the "
-                                  "papers' protocol), bf16 or auto (see encode --help)."),
-    evaluations: str = typer.Option("every", help="every: the true loss every 10 steps (the convergence curves "
-                                    "and their tables need it), or tail: encode's default (see encode --help)."),
-    closed_loop: int = typer.Option(0, help=CLOSED_LOOP_HELP + " Also for none, which is then that start."),
+    precision: str = typer.Option(PAPERS_PROTOCOL.precision, help="Precision of the refinement's decoder pass: "
+                                  "fp32 (the papers' protocol), bf16 or auto (see encode --help)."),
+    evaluations: str = typer.Option(PAPERS_PROTOCOL.evaluations, help="every: the true loss every 10 steps (the "
+                                    "convergence curves and their tables need it), or tail: encode's default."),
+    closed_loop: int = typer.Option(PAPERS_PROTOCOL.closed_loop, help=CLOSED_LOOP_HELP + " Also for none, which "
+                                    "is then that start."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(PAPERS_PROTOCOL.seed, help=HELP["seed"]),
     classical: str = typer.Option("", help="Comma-separated classical codecs, each with options overriding its "
                                   "best-compression defaults if any, e.g. avif:speed=6. Codecs (defaults): "
                                   f"{describe_codecs()}. Each image's points bracket its learned cells' PSNR range."),
@@ -472,34 +505,46 @@ def evaluate(
     progress: bool = typer.Option(True),
 ) -> None:
     """Evaluate methods on data sets: one real file per cell, resumable, with BD-rates against `none`."""
-    from tqdm import tqdm
+    from .evaluation.runner import EvalConfig
 
-    from .evaluation.runner import EvalConfig, run_evaluation, summarise
-
-    size = None
-    if crop:
-        try:
-            width, height = (int(v) for v in crop.lower().split("x"))
-            size = (width, height)
-        except ValueError:
-            raise LatentfitError(f"--crop takes WxH, got '{crop}'") from None
+    single_lmbda, points = _lmbda_axis(lmbda, lmbda_scale)
+    shared = {k: v for k, v in locals().items() if k in EVAL_PROTOCOL_OPTIONS}
+    protocol = dataclasses.replace(PAPERS_PROTOCOL, **shared, lmbda=single_lmbda)  # refuses bad settings first
     methods = [m.strip() for m in method.split(",") if m.strip()]
     for name in methods:
         parse_method(name)
-    RefinementConfig(lr=lr, lr_schedule=lr_schedule, schedule=schedule, precision=precision,
-                     evaluations=evaluations, closed_loop=closed_loop)  # refuses bad settings first
     _set_threads(threads)
     qualities = _int_list(quality, "--quality")
     if checkpoint is not None:
         from .models.registry import load_checkpoint
 
         qualities = [load_checkpoint(checkpoint).quality]  # refuses a missing or unreadable file before any work
-    single_lmbda, points = _lmbda_axis(lmbda, lmbda_scale)
     config = EvalConfig(datasets=[str(d) for d in datasets], model=model, qualities=qualities,
-                        checkpoint=str(checkpoint) if checkpoint else None, lmbda_points=points,
-                        methods=methods, steps=_int_list(steps, "--steps"), lmbda=single_lmbda, lr=lr, crop=size,
-                        lr_schedule=lr_schedule, schedule=schedule, precision=precision,
-                        evaluations=evaluations, closed_loop=closed_loop, limit=limit, seed=seed, classical=[c.strip() for c in classical.split(",") if c.strip()])
+                        checkpoint=str(checkpoint) if checkpoint else None, lmbda_points=points, methods=methods,
+                        steps=_int_list(steps, "--steps"), refinement=protocol, crop=_crop(crop), limit=limit,
+                        classical=[c.strip() for c in classical.split(",") if c.strip()])
+    _run_evaluation(config, output, device, workers, ray_address, progress)
+
+
+def _crop(crop: Optional[str]) -> tuple[int, int] | None:
+    """`--crop WxH` as (width, height)."""
+    if not crop:
+        return None
+    try:
+        width, height = (int(v) for v in crop.lower().split("x"))
+    except ValueError:
+        raise LatentfitError(f"--crop takes WxH, got '{crop}'") from None
+    return width, height
+
+
+def _run_evaluation(config, output: Path, device: str, workers: int, ray_address: Optional[str],
+                    progress: bool) -> None:
+    """Run the grid with a progress bar, write the summary and report, print the BD-rates."""
+    from tqdm import tqdm
+
+    from .evaluation.report import write_report
+    from .evaluation.runner import run_evaluation, summarise
+
     bar = tqdm(desc="eval", unit="cell", disable=not (progress and sys.stderr.isatty()), file=sys.stderr)
 
     def update(done: int, total: int) -> None:
@@ -512,8 +557,6 @@ def evaluate(
     finally:
         bar.close()
     summary = summarise(records, output)
-    from .evaluation.report import write_report
-
     report = write_report(records, summary, config, output)
     for row in summary["bd_rates"]:
         figures = ("no overlap" if row["bd_rate"] is None else

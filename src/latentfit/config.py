@@ -129,10 +129,10 @@ class RefinementConfig:
             raise LatentfitError(f"steps must be an integer >= 0 or 'auto', got {self.steps!r}")
         if self.tile not in ("auto", None) and (not isinstance(self.tile, int) or self.tile < 64):
             raise LatentfitError(f"tile must be 'auto', None or an integer >= 64 pixels, got {self.tile!r}")
-        if not (self.schedule is None or isinstance(self.schedule, TemperatureSchedule)
-                or self.schedule in TAU_SCHEDULES.names()):
+        if not (self.schedule is None or isinstance(self.schedule, (TemperatureSchedule, str))):
             raise LatentfitError(f"schedule must be a TemperatureSchedule or one of {', '.join(TAU_SCHEDULES.names())}, "
                                  f"got {self.schedule!r}")
+        self.tau_policy()  # an unknown name is an error now
         if self.lr is not None and self.lr <= 0:
             raise LatentfitError(f"lr must be > 0, got {self.lr}")
         if self.evaluate_every < 1:
@@ -260,3 +260,10 @@ class RefinementConfig:
                        **data.get("start", {}))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise LatentfitError(f"not a refinement config: {type(exc).__name__} {exc}") from None
+
+
+#: The papers' protocol (lr 5e-3 constant, each method's published τ schedule, the true loss every
+#: `evaluate_every` steps, an fp32 proxy): what `eval` compares methods with unless told otherwise,
+#: so that they are compared as published. latentfit's own defaults are `RefinementConfig()`'s.
+PAPERS_PROTOCOL = RefinementConfig(lr=5e-3, lr_schedule="constant", schedule="papers", evaluations="every",
+                                   precision="fp32")

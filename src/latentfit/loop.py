@@ -69,6 +69,17 @@ class RefinementResult:
         return [asdict(record) | {"gap": record.gap} for record in self.trace]
 
 
+@dataclass
+class Start:
+    """Where refinement starts: the latents, their true loss, what one true-loss evaluation took (the
+    pace a time budget is planned with), and when the work on them began (`time.perf_counter()`)."""
+
+    latents: Latents
+    loss: TrueLoss
+    eval_seconds: float
+    started: float
+
+
 class RefinementProblem(Protocol):
     """What `optimise` needs: leaf `variables`, the proxy loss, the true loss of the current
     (hard-quantised) iterate, and snapshots to keep the best iterate."""

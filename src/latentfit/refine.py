@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -27,7 +26,7 @@ from .config import resolve_precision
 from .deadline import UNBOUNDED, Deadline
 from .errors import LatentfitError
 from .imageio import pad_to_multiple
-from .loop import LoopHook, Progress, RefinementResult, Trace, TraceRecord, TrueLoss, optimise
+from .loop import LoopHook, Progress, RefinementResult, Start, Trace, TraceRecord, TrueLoss, optimise
 from .models.adapter import LatentModel, Latents
 from .tiling import refine_tiles
 
@@ -66,17 +65,6 @@ class WholeImage:
 
     def snapshot(self) -> list[Tensor]:
         return [v.detach().clone() for v in self.variables]
-
-
-@dataclass
-class Start:
-    """Where refinement starts: the latents, their true loss, what one true-loss evaluation took (the
-    pace a time budget is planned with), and when the work on them began (`time.perf_counter()`)."""
-
-    latents: Latents
-    loss: TrueLoss
-    eval_seconds: float
-    started: float
 
 
 def analyse(model: LatentModel, x: Tensor, x_padded: Tensor, lmbda: float) -> Start:

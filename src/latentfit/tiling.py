@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -32,10 +32,7 @@ from .models.adapter import LatentModel, Latents, deterministic
 from .models.entropy import bottleneck_bits, bottleneck_medians, gaussian_bits
 from .config import RefinementConfig, resolve_precision
 from .deadline import UNBOUNDED, Deadline
-from .loop import LoopHook, RefinementResult, Trace, TraceRecord, TrueLoss, optimise
-
-if TYPE_CHECKING:
-    from .refine import Start
+from .loop import LoopHook, RefinementResult, Start, Trace, TraceRecord, TrueLoss, optimise
 
 #: Latents around a core whose pixels are in its distortion term. These reaches are the hyperprior
 #: family's (without spatial context): the architectures whose `Architecture.tileable` is True.
@@ -230,7 +227,7 @@ class TileView(LoopHook):
             hook.on_step(step + self.offset, self.total, whole)
 
 
-def refine_tiles(model: LatentModel, x: Tensor, begin: "Start", config: RefinementConfig, lmbda: float, tile: int,
+def refine_tiles(model: LatentModel, x: Tensor, begin: Start, config: RefinementConfig, lmbda: float, tile: int,
                  deadline: Deadline = UNBOUNDED, hooks: Sequence[LoopHook] = ()) -> RefinementResult:
     """Refine the latents core by core (`tile` pixels a side, rounded up to whole latents): `y` and
     `z` for hyperprior models with `variables="joint"`, else `y` with `z` kept (`Tile`), from `begin`
@@ -280,7 +277,7 @@ def core_size(tile: int, joint: bool) -> int:
     return -(-core // 4) * 4 if joint else core
 
 
-def _tiled_result(model: LatentModel, x: Tensor, begin: "Start", refined: Latents, config: RefinementConfig,
+def _tiled_result(model: LatentModel, x: Tensor, begin: Start, refined: Latents, config: RefinementConfig,
                   lmbda: float, steps_run: int, improved_tiles: int, stopped_by: str, tiles: int,
                   records: list[TraceRecord]) -> RefinementResult:
     initial = begin.loss

@@ -125,7 +125,7 @@ table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px soli
 </style></head><body>
 <h1>latentfit evaluation</h1>
 <p>{len(records)} cells from {html.escape(', '.join(config.datasets))}; crop {html.escape(str(config.crop))};
-seed {config.seed}; lr {config.lr}; λ {html.escape(str(config.lmbda or "model's own"))}.</p>
+seed {config.refinement.seed}; lr {config.refinement.lr or "each method's own"}; λ {html.escape(str(config.refinement.lmbda or "model's own"))}.</p>
 <h2>BD-rate against no refinement</h2>
 <table><tr><th>model</th><th>method</th><th>steps</th><th>anchor</th><th>BD-rate</th><th>BD-PSNR</th><th>PSNR overlap</th></tr>{table}</table>
 <h2>Plots</h2><div class="row">{plots}</div>

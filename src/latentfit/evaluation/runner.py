@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..pipeline import encode
-from ..config import RefinementConfig
+from ..config import PAPERS_PROTOCOL, RefinementConfig
 from ..errors import LatentfitError
 from ..imageio import atomic_write_bytes, center_crop, list_images, load_image, to_uint8
 from ..models.registry import load_model
@@ -36,6 +36,9 @@ from .tables import markdown_summary, seconds_per_megapixel
 
 @dataclass
 class EvalConfig:
+    """A grid of cells: images × qualities × methods × step counts × λ points, and the refinement
+    settings every learned cell shares (`refinement`; each cell sets its own method, steps and λ)."""
+
     datasets: list[str]
     model: str | None = None
     qualities: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
@@ -43,35 +46,22 @@ class EvalConfig:
     checkpoint: str | None = None
     methods: list[str] = field(default_factory=lambda: ["none", "sga+ssl"])
     steps: list[int] = field(default_factory=lambda: [500])
-    lmbda: float | None = None
-    #: The papers' protocol by default (lr 5e-3 constant, their temperature schedules), so that
-    #: methods are compared as published; lr 3e-2 / "cosine" / "budget" are latentfit's defaults.
-    lr: float = 5e-3
-    lr_schedule: str = "constant"
-    schedule: str = "papers"
+    #: The papers' protocol by default (`config.PAPERS_PROTOCOL`), so that methods are compared as
+    #: published; its `lmbda` is every cell's λ unless the λ axis says otherwise, its `closed_loop`
+    #: passes are also what `none` writes.
+    refinement: RefinementConfig = PAPERS_PROTOCOL
     crop: tuple[int, int] | None = None
     limit: int | None = None
-    seed: int = 0
-    evaluate_every: int = 10
-    #: "every" `evaluate_every` steps (the convergence curves and the true-loss reduction by step
-    #: count need the whole trace), or encode's "tail" (`RefinementConfig.evaluations`).
-    evaluations: str = "every"
-    #: `RefinementConfig.closed_loop`: passes before refinement, and so also what `none` writes.
-    closed_loop: int = 0
     classical: list[str] = field(default_factory=list)
-    #: The λ axis: "" (each model's own λ, or `lmbda`), "x0.5" (a multiple of the model's own λ) or
-    #: "0.0049" (that λ). `none` runs once, at "": its file does not depend on λ.
+    #: The λ axis: "" (each model's own λ, or `refinement.lmbda`), "x0.5" (a multiple of the model's own
+    #: λ) or "0.0049" (that λ). `none` runs once, at "": its file does not depend on λ.
     lmbda_points: list[str] = field(default_factory=lambda: [""])
     #: torch threads per cell (0: leave as is in-process; Ray tasks use 1).
     threads: int = 0
-    #: Precision of the proxy's `g_s` (`RefinementConfig.precision`); files are fp32 either way.
-    precision: str = "fp32"
 
     def protocol(self) -> RefinementConfig:
         """The refinement settings every learned cell shares (each cell adds its method, steps and λ)."""
-        return RefinementConfig(lr=self.lr, lr_schedule=self.lr_schedule, schedule=self.schedule, seed=self.seed,
-                                evaluate_every=self.evaluate_every, evaluations=self.evaluations, lmbda=self.lmbda,
-                                precision=self.precision, closed_loop=self.closed_loop)
+        return self.refinement
 
     def identity(self) -> str:
         """Hash of everything that changes a cell's numbers besides the cell itself (its image, quality,
@@ -80,14 +70,15 @@ class EvalConfig:
         latentfit's version. A journal holds the cells of one identity."""
         from .. import __version__
 
-        protocol = self.protocol().to_dict()
+        protocol = self.refinement.to_dict()
         for per_cell in ("proxy", "runtime"):
             del protocol[per_cell]
         del protocol["stopping"]["steps"]
         keys = {"protocol": protocol, "model": self.model, "crop": self.crop, "version": __version__,
                 "checkpoint": Path(self.checkpoint).name if self.checkpoint else None}
-        if self.precision != "fp32":  # changes the numbers; absent for fp32, so older journals keep their identity
-            keys["precision"] = self.precision
+        precision = self.refinement.precision
+        if precision != "fp32":  # changes the numbers; absent for fp32, so older journals keep their identity
+            keys["precision"] = precision
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -229,7 +220,7 @@ def evaluate_cell(config: EvalConfig, cell: Cell, path: str, device: str = "cpu"
         _MODEL_CACHE.clear()  # one model at a time bounds a worker's memory
         _MODEL_CACHE[key] = eval_model(config, cell.quality, device)
     model = _MODEL_CACHE[key]
-    lmbda = resolve_lmbda(cell.lmbda_point, model.lmbda, config.lmbda)
+    lmbda = resolve_lmbda(cell.lmbda_point, model.lmbda, config.refinement.lmbda)
     refinement = dataclasses.replace(config.protocol(), method=cell.method, steps=cell.steps, lmbda=lmbda)
     result = encode(image, model, refinement)
     # the method as the grid names it (with its options, e.g. sga+ssl3:a=1.4), not only the proxy's name
