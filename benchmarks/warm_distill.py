@@ -21,7 +21,7 @@ import torch
 
 from latentfit import load_model
 from latentfit.config import RefinementConfig
-from latentfit.models.weights import ENCODER_PREFIXES
+from latentfit.models.weights import encoder_prefixes
 from latentfit.refine import refine_latents
 from latentfit.training import ImageBank, center_crops
 
@@ -64,7 +64,7 @@ def train(args) -> None:
             return sum(float(model.true_rate_distortion(model.analysis(v), v, model.lmbda).loss) * len(v)
                        for v in valid.split(4)) / len(valid)
 
-    parameters = [p for n, p in net.named_parameters() if n.startswith(ENCODER_PREFIXES)]
+    parameters = [p for n, p in net.named_parameters() if n.startswith(encoder_prefixes(net))]
     for parameter in parameters:
         parameter.requires_grad_(True)
     optimizer = torch.optim.Adam(parameters, lr=args.lr)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import BitstreamError
 
@@ -55,7 +55,6 @@ class Bitstream:
     grayscale: bool = False
     index_checksum: int = 0
     version: int = VERSION
-    extra: dict = field(default_factory=dict)
 
     @property
     def pixels(self) -> int:

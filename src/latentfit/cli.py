@@ -592,7 +592,8 @@ def train(
     trainable: str = typer.Option("all", "--trainable", "--finetune",
                                   help="all; prior: only the probability model (g_a, g_s frozen); context: only "
                                        "a context model's own networks; encoder: only g_a, h_a against the true "
-                                       "loss (the export is an encoder file for encode --encoder)."),
+                                       "loss (the export is an encoder file: encode --checkpoint it; its files decode with the base "
+                                       "model)."),
     export: Optional[Path] = typer.Option(None, help="Write fp16 weights + JSON model card here when the run stops."),
     name: str = typer.Option("", help="Model name recorded in the model card."),
     quality: int = typer.Option(0, help="Quality index recorded in the model card."),
@@ -600,12 +601,11 @@ def train(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Train a CompressAI model on a folder of images; resumes from CHECKPOINT_DIR/last.pt if present."""
-    from .training import TRAINABLE, TrainConfig, Trainer, training_images
+    from .training import TrainConfig, Trainer, finetune, training_images
 
     _set_threads(threads)
     # bad input fails here, before anything is written to CHECKPOINT_DIR
-    if trainable not in TRAINABLE:
-        raise LatentfitError(f"--finetune must be one of {', '.join(TRAINABLE)}, got '{trainable}'")
+    finetune(trainable)
     training_images([str(d) for d in train_dir], patch_size)
     if valid_dir is not None:
         training_images([str(valid_dir)], 1)
@@ -644,6 +644,7 @@ def _training_start(init: str, checkpoint_dir: Path, architecture: str) -> tuple
     import torch
 
     from .imageio import atomic_write_bytes
+    from .models.architectures import get_architecture
     from .models.registry import load_model
 
     name, _, quality = init.partition(":")
@@ -657,7 +658,7 @@ def _training_start(init: str, checkpoint_dir: Path, architecture: str) -> tuple
         buffer = io.BytesIO()
         torch.save(base.model.state_dict(), buffer)
         atomic_write_bytes(start, buffer.getvalue(), force=True)
-    keep = architecture == "mbt2018-mean-checkerboard" and base.architecture == "mbt2018-mean"
+    keep = base.architecture in get_architecture(architecture).starts_from
     return (architecture if keep else base.architecture, int(base.model.N), int(base.model.M), base.lmbda,
             base.quality, start)
 

@@ -10,61 +10,14 @@ class and nothing else compares names.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import ClassVar
 
-from .errors import LatentfitError
+from .strategies import Registry, Strategy
 
-S = TypeVar("S")
-
-
-class Registry(Generic[S]):
-    """Strategies of one kind by name."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-        self.entries: dict[str, type[S]] = {}
-
-    def register(self, cls: type[S]) -> type[S]:
-        """Class decorator: make `cls` selectable by its `name`."""
-        self.entries[cls.name] = cls
-        return cls
-
-    def names(self) -> tuple[str, ...]:
-        return tuple(self.entries)
-
-    def get(self, name: str, **options: Any) -> S:
-        """The strategy `name` with `options`; a one-line error for an unknown name or option."""
-        if name not in self.entries:
-            raise LatentfitError(f"unknown {self.kind} '{name}' (use {', '.join(self.entries)})")
-        try:
-            return self.entries[name](**options)
-        except (TypeError, ValueError) as exc:
-            raise LatentfitError(f"bad {self.kind} '{name}': {exc}") from None
-
-    def accepted(self, name: str, **options: Any) -> dict:
-        """Those of `options` that the strategy `name` takes (settings of `RefinementConfig` that only
-        some strategies use, e.g. the cosine lr's final fraction)."""
-        cls = self.entries.get(name)
-        fields = {f.name for f in dataclasses.fields(cls)} if cls is not None and dataclasses.is_dataclass(cls) else set()
-        return {key: value for key, value in options.items() if key in fields}
-
-    def from_dict(self, data: dict) -> S:
-        """The strategy a `to_dict()` described."""
-        options = dict(data)
-        return self.get(options.pop("name", None), **options)
-
-
-class Strategy:
-    """Base of the registered strategies: `name` and its options (the dataclass fields)."""
-
-    name: ClassVar[str]
-
-    def to_dict(self) -> dict:
-        return {"name": self.name} | dataclasses.asdict(self)
-
+__all__ = ["EVALUATION_POLICIES", "LR_SCHEDULES", "TAU_SCHEDULES", "Registry", "Strategy", "TemperatureSchedule",
+           "cosine_learning_rate"]
 
 # -- temperature ---------------------------------------------------------------------------------
 @dataclass(frozen=True)

@@ -3,14 +3,16 @@
 The latent grid `y` (h × w) is cut into square cores of `t = tile/16` latents (and, for hyperprior
 models refined jointly, the matching `t/4` cores of `z`). Each core is refined in turn (raster
 order) by the same loop as a whole image (`loop.optimise`), everything else held at its current
-hard-quantised value `ŷ = μ + round(y − μ)`, `ẑ = m + round(z − m)`:
+hard-quantised value `ŷ = μ + round(y − μ)`, `ẑ = m + round(z − m)`. How far a latent reaches is
+the architecture's (`Architecture.tiling`, a `TilingReach`; only architectures without spatial
+context have one); for the hyperprior family:
 
 - the rate covers every latent whose bits the core can change: the core's `y`, or, when `z` is
-  refined too (`Tile(joint=True)`), the `y` within `HYPER_REACH` latents whose `(σ, μ) = h_s(ẑ)`
+  refined too (`Tile(joint=True)`), the `y` within `hyper_reach` = 8 latents whose `(σ, μ) = h_s(ẑ)`
   move with the core's `z`, plus the core's `z`;
 - the distortion covers every pixel those `y` can change: `g_s` is four stride-2 transposed
-  convolutions (kernel 5), so a latent reaches pixels within `MARGIN` = 2 latents (32 px);
-- the synthesis transform sees a window `HALO` latents wider still, so each of those pixels
+  convolutions (kernel 5), so a latent reaches pixels within `margin` = 2 latents (32 px);
+- the synthesis transform sees a window `halo` = 4 latents around the core's (2 wider still), so each of those pixels
   decodes exactly as in the whole image.
 
 So a tile's true loss changes exactly as the whole image's does (`tests/test_tiling.py`): each
@@ -33,18 +35,6 @@ from .models.entropy import bottleneck_bits, bottleneck_medians, gaussian_bits
 from .config import RefinementConfig, resolve_precision
 from .deadline import UNBOUNDED, Deadline
 from .loop import LoopHook, RefinementResult, Start, Trace, TraceRecord, TrueLoss, optimise
-
-#: Latents around a core whose pixels are in its distortion term. These reaches are the hyperprior
-#: family's (without spatial context): the architectures whose `Architecture.tileable` is True.
-MARGIN = 2
-#: Latents around a core that the decoder sees (MARGIN + the synthesis transform's reach).
-HALO = MARGIN + 2
-#: `y` latents whose entropy parameters a core of `z` can change (h_s reaches −7..+4 latents).
-HYPER_REACH = 8
-#: `z` latents around what `h_s` must compute exactly (its reach is ±2 in `z` units).
-Z_HALO = 3
-LATENT_STRIDE = 16
-
 
 def tile_grid(height: int, width: int, core: int) -> list[tuple[int, int, int, int]]:
     """Cores `(top, bottom, left, right)` in latent units covering an `height` x `width` latent grid."""
@@ -88,10 +78,10 @@ class Tile:
     current hard-quantised value, as a `RefinementProblem` (see the module docstring).
 
     Without `joint` the entropy parameters are the context's (`z` fixed): the rate covers the core's
-    `y`. With `joint`, changing `z` moves `(σ, μ)` of the `y` within `HYPER_REACH` latents of the
+    `y`. With `joint`, changing `z` moves `(σ, μ)` of the `y` within `hyper_reach` latents of the
     core, and with `μ` the reconstruction `ŷ = μ + round(y − μ)` there: so the rate covers those `y`
     (the core relaxed, the rest hard) plus the core's `z`, and the decoder window and distortion
-    region are widened by the same amount; `h_s` sees `ẑ` within `Z_HALO` of what it must compute.
+    region are widened by the same amount; `h_s` sees `ẑ` within `z_halo` of what it must compute.
     """
 
     def __init__(self, model: LatentModel, fast: LatentModel, x: Tensor, y: Tensor, z: Tensor | None,
@@ -100,15 +90,17 @@ class Tile:
         top, bottom, left, right = core
         h, w = y.shape[-2:]
         height, width = x.shape[-2:]
-        s, a = LATENT_STRIDE, HYPER_REACH if joint else 0
+        reach = model.arch.tiling
+        s, a = reach.stride, reach.hyper_reach if joint else 0
+        halo, margin, z_halo = reach.halo, reach.margin, reach.z_halo
         rate = (max(top - a, 0), min(bottom + a, h), max(left - a, 0), min(right + a, w))
-        window = (max(rate[0] - HALO, 0), min(rate[1] + HALO, h), max(rate[2] - HALO, 0), min(rate[3] + HALO, w))
+        window = (max(rate[0] - halo, 0), min(rate[1] + halo, h), max(rate[2] - halo, 0), min(rate[3] + halo, w))
         self.core_box = (slice(top, bottom), slice(left, right))
         self.core_in_rate = (slice(top - rate[0], bottom - rate[0]), slice(left - rate[2], right - rate[2]))
         self.rate_in_window = (slice(rate[0] - window[0], rate[1] - window[0]),
                                slice(rate[2] - window[2], rate[3] - window[2]))
-        rt, rb = max(rate[0] - MARGIN, 0) * s, min((rate[1] + MARGIN) * s, height)
-        rl, rr = max(rate[2] - MARGIN, 0) * s, min((rate[3] + MARGIN) * s, width)
+        rt, rb = max(rate[0] - margin, 0) * s, min((rate[1] + margin) * s, height)
+        rl, rr = max(rate[2] - margin, 0) * s, min((rate[3] + margin) * s, width)
         self.region_in_window = (slice(rt - window[0] * s, rb - window[0] * s),
                                  slice(rl - window[2] * s, rr - window[2] * s))
         self.target = x[..., rt:rb, rl:rr]
@@ -124,8 +116,8 @@ class Tile:
             self.center = context.center[..., rate[0]:rate[1], rate[2]:rate[3]]
             return
         hz, wz = z.shape[-2:]
-        zwin = (max(rate[0] // 4 - Z_HALO, 0), min(-(-rate[1] // 4) + Z_HALO, hz),
-                max(rate[2] // 4 - Z_HALO, 0), min(-(-rate[3] // 4) + Z_HALO, wz))
+        zwin = (max(rate[0] // 4 - z_halo, 0), min(-(-rate[1] // 4) + z_halo, hz),
+                max(rate[2] // 4 - z_halo, 0), min(-(-rate[3] // 4) + z_halo, wz))
         self.z_box = (slice(top // 4, -(-bottom // 4)), slice(left // 4, -(-right // 4)))
         self.rate_in_hyper = (slice(rate[0] - 4 * zwin[0], rate[1] - 4 * zwin[0]),
                               slice(rate[2] - 4 * zwin[2], rate[3] - 4 * zwin[2]))
@@ -240,7 +232,7 @@ def refine_tiles(model: LatentModel, x: Tensor, begin: Start, config: Refinement
     y = begin.latents.y.detach().clone()
     joint = model.has_hyperprior and config.variables == "joint"
     z = begin.latents.z.detach().clone() if joint else begin.latents.z
-    cores = tile_grid(y.shape[-2], y.shape[-1], core_size(tile, joint))
+    cores = tile_grid(y.shape[-2], y.shape[-1], core_size(tile, joint, model.arch.tiling.stride))
     steps_each = config.planned_steps()
     steps_run, improved_tiles, stopped_by = 0, 0, "steps"
     whole = WholeImageTrace(begin.loss, x.shape[-2] * x.shape[-1], lmbda)
@@ -271,9 +263,9 @@ def refine_tiles(model: LatentModel, x: Tensor, begin: Start, config: Refinement
                          len(cores), trace.records)
 
 
-def core_size(tile: int, joint: bool) -> int:
+def core_size(tile: int, joint: bool, stride: int) -> int:
     """Latents a side of a core for tiles of `tile` pixels (whole `z` latents when `z` is refined too)."""
-    core = max(1, -(-tile // LATENT_STRIDE))
+    core = max(1, -(-tile // stride))
     return -(-core // 4) * 4 if joint else core
 
 

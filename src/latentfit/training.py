@@ -11,9 +11,9 @@ from __future__ import annotations
 import io
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -22,10 +22,12 @@ from PIL import Image
 from .errors import LatentfitError
 from .imageio import atomic_write_bytes, center_box, list_images
 from .metrics import psnr_from_mse, rd_loss
-from .models.architectures import architecture_for, build_architecture
-from .models.architectures.checkerboard import MeanScaleCheckerboard, context_parameters
-from .models.weights import ENCODER_PREFIXES, export_encoder, export_weights, load_state_dict_file, weights_digest
+from .models.architectures import (
+    Architecture, architecture_for, build_architecture, get_architecture, infer_architecture,
+)
+from .models.weights import export_encoder, export_weights, load_state_dict_file, weights_digest
 from .relaxations import get_proxy
+from .strategies import Registry, Strategy
 
 
 @dataclass
@@ -62,14 +64,16 @@ class TrainConfig:
     #: lr of a context model's own networks (context prediction, entropy parameters), which start
     #: from zero when initialised from a mean-scale hyperprior; None: `lr`.
     context_lr: float | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.trainable not in TRAINABLE:
-            raise LatentfitError(f"--finetune must be one of {', '.join(TRAINABLE)}, got '{self.trainable}'")
+        finetune(self.trainable)  # an unknown kind is an error here
 
 
-TRAINABLE = ("all", "prior", "context", "encoder")
+def finetune(name: str) -> "Finetune":
+    """The registered fine-tuning kind `name` (`FINETUNES`), or a one-line error naming the choices."""
+    if name not in FINETUNES.names():
+        raise LatentfitError(f"--finetune must be one of {', '.join(FINETUNES.names())}, got '{name}'")
+    return FINETUNES.get(name)
 
 
 def hard_rate_distortion(model: torch.nn.Module, x: torch.Tensor, lmbda: float) -> dict[str, torch.Tensor]:
@@ -161,6 +165,118 @@ def rate_distortion(output: dict, target: torch.Tensor, lmbda: float) -> dict[st
     return {"loss": rd_loss(bpp, mse, lmbda), "bpp": bpp, "mse": mse}
 
 
+#: What a training run may change (`--finetune`): each kind is a strategy that picks its parameters
+#: from what the architecture says of itself (`Architecture.encoder_prefixes`, `context_prefixes`,
+#: its hyper part), sets the modules' modes for a step and gives the step's loss.
+FINETUNES: Registry = Registry("finetune kind")
+
+
+class Finetune(Strategy):
+    #: Whether the entropy bottleneck's quantiles (CompressAI's auxiliary loss) are trained too.
+    train_aux: ClassVar[bool] = False
+
+    def parameters(self, model: torch.nn.Module, arch: Architecture) -> list[torch.nn.Parameter]:
+        """The parameters the run trains (the others frozen); a one-line error where `arch` has none."""
+        raise NotImplementedError
+
+    def set_modes(self, model: torch.nn.Module, arch: Architecture) -> None:
+        model.train()
+
+    def loss(self, model: torch.nn.Module, batch: torch.Tensor, lmbda: float) -> dict[str, torch.Tensor]:
+        return rate_distortion(model(batch), batch, lmbda)
+
+    def check(self, config: "TrainConfig") -> None:
+        """Refuse a configuration this kind cannot train from (before anything is written)."""
+
+    def export(self, trainer: "Trainer", path: str | Path, card: dict, dtype: str) -> torch.nn.Module:
+        """Write the trained weights and their card (`models.weights.export_weights`)."""
+        return export_weights(trainer.model, path, card, dtype=dtype)
+
+
+def _named(model: torch.nn.Module, prefixes: tuple[str, ...]) -> list[torch.nn.Parameter]:
+    """The parameters under `prefixes`, prefix by prefix (the order an optimiser's saved state keeps)."""
+    return [p for prefix in prefixes for n, p in model.named_parameters() if n.startswith(prefix)]
+
+
+@FINETUNES.register
+@dataclass(frozen=True)
+class FinetuneAll(Finetune):
+    """Everything (and the bottleneck's quantiles, on their own optimiser)."""
+
+    name: ClassVar[str] = "all"
+    train_aux: ClassVar[bool] = True
+    #: Prefixes kept frozen.
+    frozen: ClassVar[tuple[str, ...]] = ()
+
+    def parameters(self, model: torch.nn.Module, arch: Architecture) -> list[torch.nn.Parameter]:
+        return [p for n, p in model.named_parameters() if not n.startswith(self.frozen) and not n.endswith(".quantiles")]
+
+
+@FINETUNES.register
+@dataclass(frozen=True)
+class FinetunePrior(FinetuneAll):
+    """The probability model only (hyper-analysis, hyper-synthesis, entropy models and any context
+    networks): `g_a` and `g_s` frozen, Campos et al.'s "+proba"."""
+
+    name: ClassVar[str] = "prior"
+    frozen: ClassVar[tuple[str, ...]] = ("g_a.", "g_s.")
+
+
+@FINETUNES.register
+@dataclass(frozen=True)
+class FinetuneContext(Finetune):
+    """Only what a context model adds to the model it was initialised from (its `context_prefixes`),
+    its transforms and hyperprior frozen, so it starts at exactly that model's rates."""
+
+    name: ClassVar[str] = "context"
+
+    def parameters(self, model: torch.nn.Module, arch: Architecture) -> list[torch.nn.Parameter]:
+        if not arch.context_prefixes:
+            raise LatentfitError(f"trainable 'context' needs a context model, not {arch.name}")
+        return _named(model, arch.context_prefixes)
+
+    def set_modes(self, model: torch.nn.Module, arch: Architecture) -> None:
+        model.train()
+        if arch.hyper is not None:  # frozen: its quantiser must not add training noise
+            for module in (arch.hyper.h_a(model), arch.hyper.h_s(model), arch.hyper.bottleneck(model)):
+                module.eval()
+
+
+@FINETUNES.register
+@dataclass(frozen=True)
+class FinetuneEncoder(Finetune):
+    """Only the analysis transforms (`Architecture.encoder_prefixes`), against the true hard-rounded
+    loss with straight-through gradients; decoder and entropy models stay bit-exact, so files made
+    with the result decode with the unchanged base model (an amortised warm start for refinement)."""
+
+    name: ClassVar[str] = "encoder"
+
+    def parameters(self, model: torch.nn.Module, arch: Architecture) -> list[torch.nn.Parameter]:
+        return [p for n, p in model.named_parameters() if n.startswith(arch.encoder_prefixes)]
+
+    def set_modes(self, model: torch.nn.Module, arch: Architecture) -> None:
+        model.eval()  # the entropy models as in coding: rounding, no noise
+
+    def loss(self, model: torch.nn.Module, batch: torch.Tensor, lmbda: float) -> dict[str, torch.Tensor]:
+        return hard_rate_distortion(model, batch, lmbda)
+
+    def export(self, trainer: "Trainer", path: str | Path, card: dict, dtype: str) -> torch.nn.Module:
+        """Only the encoder-side tensors, naming the base model whose files they make
+        (`models.weights.export_encoder`)."""
+        return export_encoder(trainer.model, path, card, trainer.base_digest, dtype=dtype)
+
+    def check(self, config: "TrainConfig") -> None:
+        if not config.init_from:
+            raise LatentfitError("--finetune encoder fine-tunes a trained model: give --init (or --init-from)")
+
+
+def _architecture_of(state: dict) -> str | None:
+    try:
+        return infer_architecture(state)
+    except LatentfitError:
+        return None
+
+
 class Trainer:
     """Owns a training run: `Trainer(config, checkpoint_dir).run()` trains, resuming if a checkpoint exists."""
 
@@ -169,42 +285,22 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
+        self.arch = get_architecture(config.architecture)
+        self.finetune = finetune(config.trainable)
+        self.finetune.check(config)
         self.model = build_architecture(config.architecture, config.N, config.M).to(self.device)
         if config.init_from:
-            state = load_state_dict_file(config.init_from)
-            if isinstance(self.model, MeanScaleCheckerboard) and not any(k.startswith("latent_codec.") for k in state):
-                self.model = MeanScaleCheckerboard.from_mean_scale(state).to(self.device)
-            else:
-                self._load(state, config.init_from)
-        if config.trainable == "context":
-            if not isinstance(self.model, MeanScaleCheckerboard):
-                raise LatentfitError(f"trainable 'context' needs a context model, not {config.architecture}")
-            self.model.requires_grad_(False)
-            main = context_parameters(self.model)
-            for parameter in main:
-                parameter.requires_grad_(True)
-            aux = []
-        elif config.trainable == "encoder":
-            if not config.init_from:
-                raise LatentfitError("--finetune encoder fine-tunes a trained model: give --init (or --init-from)")
-            self.model.requires_grad_(False)
-            main = [p for n, p in self.model.named_parameters() if n.startswith(ENCODER_PREFIXES)]
-            for parameter in main:
-                parameter.requires_grad_(True)
-            aux = []
-            self.base_digest = weights_digest(self.model)
-        elif config.trainable in ("all", "prior"):
-            # "prior": the probability model only (hyper-analysis, hyper-synthesis, entropy models and any
-            # context networks); the analysis and synthesis transforms stay as they are.
-            frozen = ("g_a.", "g_s.") if config.trainable == "prior" else ()
-            for name, parameter in self.model.named_parameters():
-                parameter.requires_grad_(not name.startswith(frozen))
-            main = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.endswith(".quantiles")]
-            aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
-        else:  # refused by TrainConfig
-            raise AssertionError(config.trainable)
+            self._initialise(load_state_dict_file(config.init_from), config.init_from)
+        self.base_digest = weights_digest(self.model)  # what an encoder fine-tune's files decode with
+        main = self.finetune.parameters(self.model, self.arch)
+        trained = {id(p) for p in main}
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(id(parameter) in trained)
+        aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")] if self.finetune.train_aux else []
+        for parameter in aux:
+            parameter.requires_grad_(True)
         # One parameter group per lr (each with its `base_lr`); `learning_rate` scales them all.
-        context = {id(p) for p in context_parameters(self.model)} if isinstance(self.model, MeanScaleCheckerboard) else set()
+        context = {id(p) for p in _named(self.model, self.arch.context_prefixes)} if self.arch.context_prefixes else set()
         groups = [{"params": [p for p in main if id(p) not in context], "base_lr": config.lr},
                   {"params": [p for p in main if id(p) in context], "base_lr": config.context_lr or config.lr}]
         self.optimizer = torch.optim.Adam([g for g in groups if g["params"]], lr=config.lr)
@@ -217,6 +313,14 @@ class Trainer:
         self._stop = False
         self.resumed = self._resume()
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # only once the weights and settings are good
+
+    def _initialise(self, state: dict, source) -> None:
+        """Start from `state`: this architecture's weights, or those of an architecture it starts from
+        (a context model from a model without the context, `Architecture.starts_from`)."""
+        if self.arch.starts_from and _architecture_of(state) in self.arch.starts_from:
+            self.model = self.arch.from_base_state_dict(state).to(self.device)
+        else:
+            self._load(state, source)
 
     def _load(self, state: dict, source) -> None:
         """`state` into the model, or a one-line error when it is another architecture's (or widths')."""
@@ -267,19 +371,12 @@ class Trainer:
         """One optimisation step on a fresh random batch; returns its loss terms."""
         if self.bank is None:
             self.bank = ImageBank(self.config.train_dirs, self.config.patch_size)
-        self.model.train()
-        if self.config.trainable == "encoder":
-            self.model.eval()  # the entropy models as in coding: rounding, no noise
-        if self.config.trainable == "context":
-            self.model.latent_codec["hyper"].eval()  # frozen: its quantiser must not add training noise
+        self.finetune.set_modes(self.model, self.arch)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step) * group["base_lr"] / self.config.lr
         batch = self.bank.sample(self.config.batch_size, self.config.patch_size, self.generator).to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        if self.config.trainable == "encoder":
-            terms = hard_rate_distortion(self.model, batch, self.config.lmbda)
-        else:
-            terms = rate_distortion(self.model(batch), batch, self.config.lmbda)
+        terms = self.finetune.loss(self.model, batch, self.config.lmbda)
         terms["loss"].backward()
         if self.config.clip_max_norm > 0:
             torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
@@ -359,6 +456,4 @@ class Trainer:
             "patch_size": self.config.patch_size,
             "last_validation": self.history[-1] if self.history else None,
         } | (card or {})
-        if self.config.trainable == "encoder":
-            return export_encoder(self.model, path, card, self.base_digest, dtype=dtype)
-        return export_weights(self.model, path, card, dtype=dtype)
+        return self.finetune.export(self, path, card, dtype)

@@ -25,6 +25,7 @@ from PIL import Image
 
 from ..errors import LatentfitError
 from ..metrics import bits_per_pixel, ms_ssim, psnr
+from .records import ClassicalRecord
 
 #: encode(pixels (H, W, 3) uint8, setting, options) -> (file bytes, decoded pixels)
 Codec = Callable[[np.ndarray, int, dict], tuple[bytes, np.ndarray]]
@@ -166,7 +167,8 @@ def bracket(size: Callable[[int], float], low: int, high: int, smallest: float, 
     return a, max(a, first_at_least(largest))
 
 
-def sweep(spec: str, pixels: np.ndarray, psnr_range: tuple[float, float], levels: int = SWEEP_LEVELS) -> list[dict]:
+def sweep(spec: str, pixels: np.ndarray, psnr_range: tuple[float, float],
+          levels: int = SWEEP_LEVELS) -> list[ClassicalRecord]:
     """`levels` records of `spec` on `pixels` whose PSNR bracket `psnr_range` (see the module
     docstring); record `level` k is the curve's point k. Every probe is encoded once."""
     codec, _ = parse_spec(spec)

@@ -1,6 +1,6 @@
 """One small interface over CompressAI models: what refinement needs.
 
-Symbols follow `docs/methods.md`: `y = g_a(x)`, `z = h_a(y)`, `(σ, μ) = h_s(ẑ)`, `x̂ = g_s(ŷ)`.
+Symbols follow the methods' specification (`../shared/docs/methods.md` beside the repository): `y = g_a(x)`, `z = h_a(y)`, `(σ, μ) = h_s(ẑ)`, `x̂ = g_s(ŷ)`.
 What differs between architectures (the rate of given latents, entropy coding) is delegated to the
 model's `Architecture` (`models/architectures/`); every quantity is computed by the model's own
 modules, so the hard-quantised path of `rate_distortion` is exactly what `compress()` transmits and
@@ -21,7 +21,7 @@ from ..deadline import Deadline
 from ..errors import LatentfitError
 from ..metrics import psnr_from_mse, rd_loss
 from .architectures import Architecture, architecture_for
-from .architectures.base import Relaxation
+from .architectures.parts import Relaxation
 from .entropy import FORMAT_VERSION, IndexMismatchError, deterministic, index_checksum
 from .weights import weights_digest
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import LatentfitError
 from ..imageio import atomic_write_bytes
+from .architectures import architecture_for
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -156,14 +157,16 @@ def export_weights(model: nn.Module, path: str | os.PathLike, card: dict, force:
     return exported
 
 
-#: Tensors only the encoder uses (analysis and hyper-analysis transforms): an encoder-only fine-tune
-#: (`train --finetune encoder`) changes these and nothing else.
-ENCODER_PREFIXES = ("g_a.", "h_a.", "latent_codec.hyper.h_a.")
+def encoder_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """State-dict prefixes of the tensors only the encoder uses (analysis and hyper-analysis
+    transforms, as the model's architecture says): an encoder-only fine-tune (`train --finetune
+    encoder`) changes these and nothing else."""
+    return architecture_for(model).encoder_prefixes
 
 
 def encoder_digest(model: nn.Module) -> bytes:
-    """8-byte digest of the encoder-side tensors only (`ENCODER_PREFIXES`)."""
-    return weights_digest(model, ENCODER_PREFIXES)
+    """8-byte digest of the encoder-side tensors only (`encoder_prefixes`)."""
+    return weights_digest(model, encoder_prefixes(model))
 
 
 def export_encoder(model: nn.Module, path: str | os.PathLike, card: dict, base_digest: bytes,
@@ -182,8 +185,9 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, card: dict, base_d
     state = {}
     parameters = dict(exported.named_parameters())
     with torch.no_grad():
+        prefixes = encoder_prefixes(exported)
         for name, value in exported.state_dict().items():
-            if not name.startswith(ENCODER_PREFIXES):
+            if not name.startswith(prefixes):
                 continue
             if name not in parameters or not value.is_floating_point():
                 state[name] = value.clone()  # constant buffers (e.g. GDN's bounds) as they are
@@ -233,7 +237,7 @@ def apply_encoder(model: nn.Module, path: str | os.PathLike) -> dict:
         raise LatentfitError(f"{path}: an encoder for {base.get('name', '?')} q{base.get('quality', '?')} "
                              f"(digest {base['weights_digest']}), not for the loaded model (digest {actual})")
     state = load_state_dict_file(path)
-    own = {k: v for k, v in model.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(encoder_prefixes(model))}
     foreign = sorted(k for k in state if k not in own)
     if foreign:
         raise LatentfitError(f"{path}: holds tensors an encoder file may not change ({', '.join(foreign[:3])})")

@@ -12,9 +12,8 @@ from ...errors import LatentfitError
 from . import autoregressive, checkerboard, factorized, hyperprior  # noqa: F401  (each registers its own)
 from .base import REGISTRY, Architecture, architecture_for, get_architecture, register_architecture
 
-__all__ = ["ARCHITECTURES", "Architecture", "architecture_class", "architecture_for", "architecture_of",
-           "build_architecture", "get_architecture", "infer_architecture", "register_architecture",
-           "widths_from_state_dict"]
+__all__ = ["ARCHITECTURES", "Architecture", "architecture_class", "architecture_for", "build_architecture",
+           "get_architecture", "infer_architecture", "register_architecture"]
 
 #: Architecture name -> its CompressAI model class (every registered architecture).
 ARCHITECTURES: dict[str, type[nn.Module]] = {name: arch.model_class for name, arch in REGISTRY.items()}
@@ -29,10 +28,6 @@ def build_architecture(name: str, N: int, M: int) -> nn.Module:
     return get_architecture(name).build(N, M)
 
 
-def architecture_of(model: nn.Module) -> str:
-    return architecture_for(model).name
-
-
 def infer_architecture(state_dict: dict) -> str:
     """Architecture from the keys and shapes of a state dict (checkpoints without a model card)."""
     for name, architecture in REGISTRY.items():
@@ -40,10 +35,3 @@ def infer_architecture(state_dict: dict) -> str:
             return name
     raise LatentfitError("state dict matches no supported architecture")
 
-
-def widths_from_state_dict(state_dict: dict) -> tuple[int, int]:
-    """(N, M) inferred from weight shapes, as CompressAI's `from_state_dict` does."""
-    try:
-        return int(state_dict["g_a.0.weight"].size(0)), int(state_dict["g_a.6.weight"].size(0))
-    except KeyError as missing:
-        raise LatentfitError(f"state dict lacks {missing}: not a supported CompressAI image model") from None

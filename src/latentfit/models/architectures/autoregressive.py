@@ -24,39 +24,34 @@ from compressai.models import Cheng2020Anchor, Cheng2020Attention, JointAutoregr
 from torch import Tensor, nn
 
 from .. import entropy
-from .base import Architecture, Relaxation, check_indexes, register_architecture
+from .base import Architecture, check_indexes, register_architecture
+from .parts import HyperPart, LatentPart, Relaxation
 
 KERNEL, PADDING = 5, 2
 
 
-class Autoregressive(Architecture):
-    coding_modules = ("entropy_bottleneck", "h_s", "gaussian_conditional", "context_prediction", "entropy_parameters")
-    #: Tiling's reach constants are derived for models without spatial context.
-    tileable = False
+class AutoregressiveY(LatentPart):
+    """`y` under a Gaussian from `h_s(ẑ)` and a 5x5 masked convolution over the latents decoded
+    before it, in raster order (see the module docstring)."""
 
-    def side_parameters(self, model: nn.Module, z_tilde: Tensor) -> tuple[Tensor, Tensor | None]:
+    def first_parameters(self, model: nn.Module, side: Tensor) -> tuple[Tensor, Tensor | None]:
         """`(σ, μ)` from `ẑ` with an empty context (what the first latent of a scan sees)."""
-        params = model.h_s(z_tilde)
-        context = torch.zeros_like(params)
-        return model.entropy_parameters(torch.cat((params, context), dim=1)).chunk(2, 1)
+        context = torch.zeros_like(side)
+        return model.entropy_parameters(torch.cat((side, context), dim=1)).chunk(2, 1)
 
     @staticmethod
     def _parallel(model: nn.Module, params: Tensor, context_input: Tensor) -> tuple[Tensor, Tensor]:
         context = model.context_prediction(context_input)
         return model.entropy_parameters(torch.cat((params, context), dim=1)).chunk(2, 1)
 
-    def rate(self, model: nn.Module, y: Tensor, z: Tensor | None, relax: Relaxation) -> tuple[Tensor, Tensor]:
-        medians = entropy.bottleneck_medians(model.entropy_bottleneck)
-        z_tilde = medians + relax(z - medians)
-        params = model.h_s(z_tilde)
+    def rate(self, model: nn.Module, y: Tensor, side: Tensor | None, relax: Relaxation) -> tuple[Tensor, Tensor]:
         if relax is torch.round:
-            _, _, scales, means, y_tilde = self._scan(model, params, y=y)
+            _, _, scales, means, y_tilde = self._scan(model, side, y=y)
         else:
-            _, means = self._parallel(model, params, relax(y))
-            scales, means = self._parallel(model, params, means + relax(y - means))
+            _, means = self._parallel(model, side, relax(y))
+            scales, means = self._parallel(model, side, means + relax(y - means))
             y_tilde = means + relax(y - means)
-        bits = entropy.gaussian_bits(model.gaussian_conditional, y_tilde, scales, means)
-        return bits + entropy.bottleneck_bits(model.entropy_bottleneck, z_tilde), y_tilde
+        return entropy.gaussian_bits(model.gaussian_conditional, y_tilde, scales, means), y_tilde
 
     @staticmethod
     def _scan(model: nn.Module, params: Tensor, y: Tensor | None = None, decoder: RansDecoder | None = None
@@ -107,33 +102,37 @@ class Autoregressive(Architecture):
         if format_version < 2:
             return coder
         copied = nn.Module()
-        for name in ("h_s", "context_prediction", "entropy_parameters"):
+        for name in ("context_prediction", "entropy_parameters"):
             setattr(copied, name, entropy.for_indexes(getattr(coder, name), format_version))
         copied.gaussian_conditional = coder.gaussian_conditional
         return copied
 
-    def compress(self, coder: nn.Module, y: Tensor, z: Tensor | None, format_version: int) -> tuple[list[bytes], int]:
-        z_strings = coder.entropy_bottleneck.compress(z)
-        z_hat = coder.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+    def compress(self, coder: nn.Module, y: Tensor, z_hat: Tensor | None, hyper: HyperPart | None,
+                 format_version: int) -> tuple[list[bytes], int]:
         net = self._coding_copy(coder, format_version)
-        params = net.h_s(z_hat.to(next(net.h_s.parameters()).dtype))
+        params = hyper.side_for_indexes(coder, z_hat, format_version)
         symbols, indexes, _, _, _ = self._scan(net, params, y=y)
         conditional = coder.gaussian_conditional
         encoder = BufferedRansEncoder()
         encoder.encode_with_indexes(symbols, indexes, conditional.quantized_cdf.tolist(),
                                     conditional.cdf_length.tolist(), conditional.offset.tolist())
-        return [encoder.flush(), z_strings[0]], entropy.index_checksum(torch.tensor(indexes, dtype=torch.int32))
+        return [encoder.flush()], entropy.index_checksum(torch.tensor(indexes, dtype=torch.int32))
 
-    def decompress(self, coder: nn.Module, strings: list[bytes], shapes: list[tuple[int, int]],
-                   format_version: int, index_checksum: int | None) -> Tensor:
-        z_hat = coder.entropy_bottleneck.decompress([strings[1]], shapes[1])
+    def decompress(self, coder: nn.Module, strings: list[bytes], shape: tuple[int, int], z_hat: Tensor | None,
+                   hyper: HyperPart | None, format_version: int, index_checksum: int | None) -> Tensor:
         net = self._coding_copy(coder, format_version)
-        params = net.h_s(z_hat.to(next(net.h_s.parameters()).dtype))
+        params = hyper.side_for_indexes(coder, z_hat, format_version)
         decoder = RansDecoder()
         decoder.set_stream(strings[0])
         _, indexes, _, _, y_hat = self._scan(net, params, decoder=decoder)
         check_indexes(index_checksum, entropy.index_checksum(torch.tensor(indexes, dtype=torch.int32)))
         return y_hat.float()
+
+
+
+class Autoregressive(Architecture):
+    latent = AutoregressiveY()
+    coding_modules = ("entropy_bottleneck", "h_s", "gaussian_conditional", "context_prediction", "entropy_parameters")
 
 
 @register_architecture

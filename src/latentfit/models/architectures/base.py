@@ -1,23 +1,27 @@
 """What latentfit knows about one CompressAI architecture, in one object, registered by name.
 
-Everything that differs between architectures lives in its `Architecture` subclass, in one file
-(`factorized.py`, `hyperprior.py`, `checkerboard.py`, `autoregressive.py`): how to build it and recognise its weights,
-its stride and latent shapes, `z = h_a(y)`, the entropy parameters from `ẑ`, the rate of *given*
-latents under any quantisation proxy, and the entropy coding of given latents (mirroring
-CompressAI's own `compress`/`decompress`). `LatentModel`, the refinement loop, tiling, the registry
-and training use only this interface, so a new architecture is one new file with one decorated class.
+An architecture is composed of parts (`parts.py`): a hyper part for `z` (shared by all that have
+one) and a part for `y` (Gaussian from the side parameters, checkerboard, autoregressive, channel
+groups, factorized), each with its rate under any quantisation proxy and its mirrored entropy coding.
+The `Architecture` subclass (one file each: `factorized.py`, `hyperprior.py`, `checkerboard.py`,
+`autoregressive.py`, `channel_groups.py`) names its model class and parts and says how to build it,
+recognise its weights, tile it and fine-tune it. `LatentModel`, the refinement loop, tiling, the
+registry and training use only this interface: a new architecture is one file with one decorated
+class, a new kind of `y` model one `LatentPart`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 from torch import Tensor, nn
 
 from ...errors import LatentfitError
+from ..entropy import IndexMismatchError
+from .parts import HyperPart, LatentPart, Relaxation, TilingReach
 
-#: A quantisation proxy applied to offset latents `v` (`v = y − μ` or `v = z − median`).
-Relaxation = Callable[[Tensor], Tensor]
+__all__ = ["REGISTRY", "Architecture", "Relaxation", "architecture_for", "check_indexes", "get_architecture",
+           "register_architecture"]
 
 #: Registered architectures by name (CompressAI zoo names where CompressAI has one).
 REGISTRY: dict[str, "Architecture"] = {}
@@ -30,23 +34,44 @@ def register_architecture(cls: type["Architecture"]) -> type["Architecture"]:
 
 
 class Architecture:
-    """One architecture. Subclasses set the class attributes and implement the methods below."""
+    """One architecture: a CompressAI model class, a hyper part (`z`, or None) and a `y` part
+    (`parts.py`); subclasses set the class attributes and say how to recognise their weights."""
 
     name: ClassVar[str]
     model_class: ClassVar[type[nn.Module]]
     #: Image sizes must be multiples of this (product of all downsampling factors).
     stride: ClassVar[int] = 64
-    has_hyperprior: ClassVar[bool] = True
+    hyper: ClassVar[HyperPart | None] = HyperPart()
+    latent: ClassVar[LatentPart]
     #: Modules that entropy coding uses: the CPU coder's private copy when the model is on a GPU.
     coding_modules: ClassVar[tuple[str, ...]] = ("entropy_bottleneck", "h_s", "gaussian_conditional")
-    #: `latentfit.tiling` can refine it tile by tile (its reach constants, derived for the hyperprior
-    #: family without spatial context, hold for it).
-    tileable: ClassVar[bool] = True
+    #: The reach of its latents, for tile-by-tile refinement (None: not tileable, e.g. a spatial context).
+    tiling: ClassVar[TilingReach | None] = None
+    #: Architectures whose weights this one can start from (a context model from the transforms and
+    #: hyperprior of a model without context), see `from_base_state_dict`.
+    starts_from: ClassVar[tuple[str, ...]] = ()
+    #: The networks of its own that a `--finetune context` run trains (state-dict prefixes); none: it
+    #: has no context to fine-tune.
+    context_prefixes: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def has_hyperprior(self) -> bool:
+        return self.hyper is not None
+
+    @property
+    def tileable(self) -> bool:
+        return self.tiling is not None
 
     @property
     def string_count(self) -> int:
         """How many entropy-coded strings a file of this architecture holds."""
-        return 2 if self.has_hyperprior else 1
+        return self.latent.string_count + (1 if self.hyper is not None else 0)
+
+    @property
+    def encoder_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes of the encoder side (`g_a`, `h_a`): what an encoder fine-tune changes,
+        and what an encoder file holds."""
+        return ("g_a.",) + (self.hyper.encoder_prefixes if self.hyper is not None else ())
 
     # -- building ------------------------------------------------------------------------------
     def build(self, N: int, M: int) -> nn.Module:
@@ -54,6 +79,10 @@ class Architecture:
 
     def from_state_dict(self, state_dict: dict) -> nn.Module:
         return self.model_class.from_state_dict(state_dict)
+
+    def from_base_state_dict(self, state_dict: dict) -> nn.Module:
+        """This architecture from the weights of one of `starts_from` (see there)."""
+        raise NotImplementedError
 
     def matches(self, state_dict: dict) -> bool:
         """Whether a state dict's keys and shapes are this architecture's (for checkpoints without a card)."""
@@ -63,36 +92,46 @@ class Architecture:
         return type(model) is self.model_class
 
     # -- transforms ----------------------------------------------------------------------------
-    def entropy_bottleneck(self, model: nn.Module) -> nn.Module:
-        return model.entropy_bottleneck
-
     def latent_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
         """Spatial shapes of the transmitted latents for a padded image of `height` x `width`."""
         y_shape = (height // 16, width // 16)
         return [y_shape, (height // 64, width // 64)] if self.has_hyperprior else [y_shape]
 
     def hyper_analysis(self, model: nn.Module, y: Tensor) -> Tensor:
-        return model.h_a(y)
+        """`z = h_a(y)`."""
+        return self.hyper.analysis(model, y)
 
     def side_parameters(self, model: nn.Module, z_tilde: Tensor) -> tuple[Tensor, Tensor | None]:
         """`(σ, μ)` of `y` from `z̃` alone (`μ` None when the prior has zero mean)."""
-        raise NotImplementedError
+        return self.latent.first_parameters(model, self.hyper.side(model, z_tilde))
 
     def rate(self, model: nn.Module, y: Tensor, z: Tensor | None, relax: Relaxation) -> tuple[Tensor, Tensor]:
-        """`(R, ỹ)`: the bits `−Σ log2 p` of the latents quantised by `relax`, and the `ỹ` the
-        synthesis transform decodes. With `relax=torch.round` this is exactly what is transmitted."""
-        raise NotImplementedError
+        """`(R, ỹ)`: the bits `−Σ log2 p` of the latents quantised by `relax` (`z` first, then `y`
+        given `h_s(z̃)`), and the `ỹ` the synthesis transform decodes. With `relax=torch.round` this
+        is exactly what is transmitted."""
+        if self.hyper is None:
+            return self.latent.rate(model, y, None, relax)
+        z_bits, z_tilde = self.hyper.rate(model, z, relax)
+        y_bits, y_tilde = self.latent.rate(model, y, self.hyper.side(model, z_tilde), relax)
+        return y_bits + z_bits, y_tilde
 
     # -- entropy coding (on the CPU coder, see `LatentModel._coder`) ---------------------------
     def compress(self, coder: nn.Module, y: Tensor, z: Tensor | None, format_version: int
                  ) -> tuple[list[bytes], int]:
-        """The strings of given latents (batch of one) and the checksum of their scale indexes."""
-        raise NotImplementedError
+        """The strings of given latents (batch of one: `y`'s, then `z`'s) and the checksum of their
+        scale indexes."""
+        if self.hyper is None:
+            return self.latent.compress(coder, y, None, None, format_version)
+        z_string, z_hat = self.hyper.compress(coder, z)
+        strings, checksum = self.latent.compress(coder, y, z_hat, self.hyper, format_version)
+        return [*strings, z_string], checksum
 
     def decompress(self, coder: nn.Module, strings: list[bytes], shapes: list[tuple[int, int]],
                    format_version: int, index_checksum: int | None) -> Tensor:
         """`ŷ` from the strings `compress` wrote (raising `IndexMismatchError` on a checksum mismatch)."""
-        raise NotImplementedError
+        z_hat = None if self.hyper is None else self.hyper.decompress(coder, strings[-1], shapes[1])
+        return self.latent.decompress(coder, strings[: self.latent.string_count], shapes[0], z_hat, self.hyper,
+                                      format_version, index_checksum)
 
 
 def get_architecture(name: str) -> Architecture:
@@ -111,8 +150,6 @@ def architecture_for(model: nn.Module) -> Architecture:
 
 
 def check_indexes(index_checksum: int | None, computed: int) -> None:
-    from ..entropy import IndexMismatchError
-
     if index_checksum is not None and computed != index_checksum:
         raise IndexMismatchError(
             "entropy-model scales computed here differ from the encoder's (floating-point differences "

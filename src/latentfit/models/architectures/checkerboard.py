@@ -27,7 +27,8 @@ from compressai.models import MeanScaleHyperprior, SimpleVAECompressionModel
 from torch import Tensor, nn
 
 from .. import entropy
-from .base import Architecture, Relaxation, check_indexes, register_architecture
+from .base import Architecture, check_indexes, register_architecture
+from .parts import HyperPart, LatentPart, Relaxation
 
 
 class ResidualEntropyParameters(nn.Module):
@@ -108,81 +109,64 @@ class MeanScaleCheckerboard(SimpleVAECompressionModel):
         return self.latent_codec["hyper"].entropy_bottleneck
 
 
-def context_parameters(model: MeanScaleCheckerboard) -> list[nn.Parameter]:
-    """The parameters the context adds to a mean-scale hyperprior (context and entropy-parameter nets)."""
-    return list(model.latent_codec["y"].context_prediction.parameters()) + list(
-        model.latent_codec["y"].entropy_parameters.parameters())
-
-
-@register_architecture
-class Checkerboard(Architecture):
-    """`mbt2018-mean-checkerboard`: entropy parameters of the anchors from `ẑ`, of the non-anchors
-    from `ẑ` and the anchors' `ŷ`.
+class CheckerboardY(LatentPart):
+    """`y` under a checkerboard context (He et al. 2021) over the side parameters, as CompressAI's
+    `CheckerboardLatentCodec` at `path` in the model: the anchors' `(σ, μ)` from the side parameters
+    and an empty context, the others' from the side parameters and the anchors' `ŷ`.
 
     The rate of given latents runs both passes in parallel form: `ỹ_a = μ_a + relax(y − μ_a)` at
     the anchors, the context from those `ỹ_a`, then `ỹ_n = μ_n + relax(y − μ_n)` at the others; so
     the proxy relaxes the anchors the context sees, gradients flow through the context into the
     anchors, and with `relax=torch.round` it is the two-pass decode itself. Entropy coding mirrors
-    CompressAI's `CheckerboardLatentCodec.compress` (three strings: anchors, non-anchors, `z`); format 2
-    runs the whole path that picks scale indexes (`h_s`, the context, the entropy parameters) in float64.
+    the codec's `compress` (two strings: anchors, non-anchors); format 2 runs the whole path that
+    picks scale indexes (`h_s`, the context, the entropy parameters) in float64.
     """
 
-    name = "mbt2018-mean-checkerboard"
-    model_class = MeanScaleCheckerboard
-    coding_modules = ("latent_codec",)
-    #: Tiling's reach constants are derived for models without spatial context.
-    tileable = False
-    string_count = 3
+    string_count = 2
 
-    def matches(self, state_dict: dict) -> bool:
-        return "latent_codec.y.context_prediction.weight" in state_dict and "latent_codec.hyper.h_s.0.weight" in state_dict
+    def __init__(self, path: str = "latent_codec.y"):
+        self.path = path
 
-    def entropy_bottleneck(self, model: nn.Module) -> nn.Module:
-        return model.latent_codec["hyper"].entropy_bottleneck
+    def codec(self, model: nn.Module) -> CheckerboardLatentCodec:
+        return model.get_submodule(self.path)
 
-    def hyper_analysis(self, model: nn.Module, y: Tensor) -> Tensor:
-        return model.latent_codec["hyper"].h_a(y)
+    @staticmethod
+    def anchor_parameters(codec: CheckerboardLatentCodec, side: Tensor) -> tuple[Tensor, Tensor]:
+        """`(σ, μ)` of the first pass: from the side parameters and an empty context."""
+        n, _, h, w = side.shape
+        empty = side.new_zeros((n, codec.context_prediction.out_channels, h, w))
+        return codec.latent_codec["y"]._chunk(codec.entropy_parameters(codec.merge(empty, side)))
 
-    def side_parameters(self, model: nn.Module, z_tilde: Tensor) -> tuple[Tensor, Tensor | None]:
+    def first_parameters(self, model: nn.Module, side: Tensor) -> tuple[Tensor, Tensor | None]:
         """The anchors' `(σ, μ)` (no context), as the first pass computes them."""
-        return self._anchor_parameters(model.latent_codec["y"], model.latent_codec["hyper"].h_s(z_tilde))
+        return self.anchor_parameters(self.codec(model), side)
 
     @staticmethod
-    def _anchor_parameters(codec: CheckerboardLatentCodec, side: Tensor) -> tuple[Tensor, Tensor]:
-        """`(σ, μ)` of the first pass: from the side parameters `h_s(ẑ)` and an empty context."""
-        return codec.entropy_parameters(codec.merge(torch.zeros_like(side), side)).chunk(2, 1)
-
-    @staticmethod
-    def _anchors(codec: CheckerboardLatentCodec, like: Tensor) -> Tensor:
-        return codec._keep_only(torch.ones_like(like[:, :1]), "anchor").bool()
-
-    def rate(self, model: nn.Module, y: Tensor, z: Tensor | None, relax: Relaxation) -> tuple[Tensor, Tensor]:
-        hyper, codec = model.latent_codec["hyper"], model.latent_codec["y"]
-        medians = entropy.bottleneck_medians(hyper.entropy_bottleneck)
-        z_tilde = medians + relax(z - medians)
-        side = hyper.h_s(z_tilde)
-        scales_a, means_a = self._anchor_parameters(codec, side)
+    def group_rate(codec: CheckerboardLatentCodec, y: Tensor, side: Tensor, relax: Relaxation) -> tuple[Tensor, Tensor]:
+        """`(R, ỹ)` of `y` under the checkerboard `codec` given its side parameters."""
+        scales_a, means_a = CheckerboardY.anchor_parameters(codec, side)
         y_anchor = means_a + relax(y - means_a)
         context = codec.context_prediction(codec._keep_only(y_anchor, "anchor"))
-        scales_n, means_n = codec.entropy_parameters(codec.merge(context, side)).chunk(2, 1)
+        scales_n, means_n = codec.latent_codec["y"]._chunk(codec.entropy_parameters(codec.merge(context, side)))
         y_other = means_n + relax(y - means_n)
-        anchors = self._anchors(codec, y)
+        anchors = codec._keep_only(torch.ones_like(y[:, :1]), "anchor").bool()
         scales, means = torch.where(anchors, scales_a, scales_n), torch.where(anchors, means_a, means_n)
         y_tilde = torch.where(anchors, y_anchor, y_other)
-        conditional = codec.latent_codec["y"].gaussian_conditional
-        bits = entropy.gaussian_bits(conditional, y_tilde, scales, means)
-        return bits + entropy.bottleneck_bits(hyper.entropy_bottleneck, z_tilde), y_tilde
+        return entropy.gaussian_bits(codec.latent_codec["y"].gaussian_conditional, y_tilde, scales, means), y_tilde
 
-    def _passes(self, coder: nn.Module, z_hat: Tensor, format_version: int, y: Tensor | None = None,
-                strings: list[bytes] | None = None) -> tuple[list[bytes], list[Tensor], Tensor]:
+    def rate(self, model: nn.Module, y: Tensor, side: Tensor | None, relax: Relaxation) -> tuple[Tensor, Tensor]:
+        return self.group_rate(self.codec(model), y, side, relax)
+
+    @staticmethod
+    def passes(codec: CheckerboardLatentCodec, side: Tensor, y: Tensor | None = None,
+               strings: list[bytes] | None = None) -> tuple[list[bytes], list[Tensor], Tensor]:
         """Both passes of CompressAI's `CheckerboardLatentCodec.compress` (with `y`) or `.decompress`
-        (with `strings`): the strings, each pass's scale indexes, and `ŷ`."""
-        codec = entropy.for_indexes(coder.latent_codec["y"], format_version)
-        h_s = entropy.for_indexes(coder.latent_codec["hyper"].h_s, format_version)
+        (with `strings`) of the (float64 for format 2) `codec` given its side parameters: the strings,
+        each pass's scale indexes, and `ŷ`."""
         conditional = codec.latent_codec["y"].gaussian_conditional
-        side = h_s(z_hat.to(next(h_s.parameters()).dtype))
         n, _, h, w = side.shape
-        y_hat_ = side.new_zeros((2, n, side.shape[1] // 2, h, w // 2))
+        channels = codec.context_prediction.in_channels
+        y_hat_ = side.new_zeros((2, n, channels, h, w // 2))
         side_ = codec.unembed(side)
         y_ = None if y is None else codec.unembed(y.to(side.dtype))
         written, indexes = [], []
@@ -196,18 +180,38 @@ class Checkerboard(Architecture):
             y_hat_[i] = conditional.decompress(coded, index, means=means)
             written.append(coded[0])
             indexes.append(index)
-        return written, indexes, codec.embed(y_hat_).float()
+        return written, indexes, codec.embed(y_hat_)
 
-    def compress(self, coder: nn.Module, y: Tensor, z: Tensor | None, format_version: int) -> tuple[list[bytes], int]:
-        bottleneck = coder.latent_codec["hyper"].entropy_bottleneck
-        z_strings = bottleneck.compress(z)
-        z_hat = bottleneck.decompress(z_strings, z.shape[-2:])
-        y_strings, indexes, _ = self._passes(coder, z_hat, format_version, y=y)
-        return [*y_strings, z_strings[0]], entropy.index_checksum(indexes)
+    def compress(self, coder: nn.Module, y: Tensor, z_hat: Tensor | None, hyper: HyperPart | None,
+                 format_version: int) -> tuple[list[bytes], int]:
+        codec = entropy.for_indexes(self.codec(coder), format_version)
+        strings, indexes, _ = self.passes(codec, hyper.side_for_indexes(coder, z_hat, format_version), y=y)
+        return strings, entropy.index_checksum(indexes)
 
-    def decompress(self, coder: nn.Module, strings: list[bytes], shapes: list[tuple[int, int]],
-                   format_version: int, index_checksum: int | None) -> Tensor:
-        z_hat = coder.latent_codec["hyper"].entropy_bottleneck.decompress([strings[2]], shapes[1])
-        _, indexes, y_hat = self._passes(coder, z_hat, format_version, strings=strings[:2])
+    def decompress(self, coder: nn.Module, strings: list[bytes], shape: tuple[int, int], z_hat: Tensor | None,
+                   hyper: HyperPart | None, format_version: int, index_checksum: int | None) -> Tensor:
+        codec = entropy.for_indexes(self.codec(coder), format_version)
+        _, indexes, y_hat = self.passes(codec, hyper.side_for_indexes(coder, z_hat, format_version), strings=strings)
         check_indexes(index_checksum, entropy.index_checksum(indexes))
-        return y_hat
+        return y_hat.float()
+
+
+@register_architecture
+class Checkerboard(Architecture):
+    """`mbt2018-mean-checkerboard`: the mean-scale hyperprior's `z` (under `latent_codec.hyper`) and a
+    checkerboard `y` part; three strings (anchors, non-anchors, `z`). It starts from a mean-scale
+    hyperprior's weights with a context that adds nothing yet (`MeanScaleCheckerboard.from_mean_scale`)."""
+
+    name = "mbt2018-mean-checkerboard"
+    model_class = MeanScaleCheckerboard
+    hyper = HyperPart(prefix="latent_codec.hyper.")
+    latent = CheckerboardY()
+    coding_modules = ("latent_codec",)
+    starts_from = ("mbt2018-mean",)
+    context_prefixes = ("latent_codec.y.context_prediction.", "latent_codec.y.entropy_parameters.")
+
+    def matches(self, state_dict: dict) -> bool:
+        return "latent_codec.y.context_prediction.weight" in state_dict and "latent_codec.hyper.h_s.0.weight" in state_dict
+
+    def from_base_state_dict(self, state_dict: dict) -> nn.Module:
+        return MeanScaleCheckerboard.from_mean_scale(state_dict)

@@ -6,7 +6,25 @@ from compressai.models import FactorizedPrior
 from torch import Tensor, nn
 
 from .. import entropy
-from .base import Architecture, Relaxation, register_architecture
+from .base import Architecture, register_architecture
+from .parts import HyperPart, LatentPart, Relaxation, TilingReach
+
+
+class FactorizedY(LatentPart):
+    """`y` under the model's entropy bottleneck: `ỹ = m + relax(y − m)`, no scale indexes."""
+
+    def rate(self, model: nn.Module, y: Tensor, side: Tensor | None, relax: Relaxation) -> tuple[Tensor, Tensor]:
+        medians = entropy.bottleneck_medians(model.entropy_bottleneck)
+        y_tilde = medians + relax(y - medians)
+        return entropy.bottleneck_bits(model.entropy_bottleneck, y_tilde), y_tilde
+
+    def compress(self, coder: nn.Module, y: Tensor, z_hat: Tensor | None, hyper: HyperPart | None,
+                 format_version: int) -> tuple[list[bytes], int]:
+        return [coder.entropy_bottleneck.compress(y)[0]], 0
+
+    def decompress(self, coder: nn.Module, strings: list[bytes], shape: tuple[int, int], z_hat: Tensor | None,
+                   hyper: HyperPart | None, format_version: int, index_checksum: int | None) -> Tensor:
+        return coder.entropy_bottleneck.decompress(strings, shape)
 
 
 @register_architecture
@@ -14,20 +32,11 @@ class Factorized(Architecture):
     name = "bmshj2018-factorized"
     model_class = FactorizedPrior
     stride = 16
-    has_hyperprior = False
+    hyper = None
+    latent = FactorizedY()
     coding_modules = ("entropy_bottleneck",)
+    #: The synthesis transform's reach is the hyperprior family's (`hyperprior.HYPERPRIOR_REACH`); no `z`.
+    tiling = TilingReach(margin=2, halo=4, hyper_reach=0, z_halo=0)
 
     def matches(self, state_dict: dict) -> bool:
         return "entropy_bottleneck.quantiles" in state_dict and not any(k.startswith("h_s.") for k in state_dict)
-
-    def rate(self, model: nn.Module, y: Tensor, z: Tensor | None, relax: Relaxation) -> tuple[Tensor, Tensor]:
-        medians = entropy.bottleneck_medians(model.entropy_bottleneck)
-        y_tilde = medians + relax(y - medians)
-        return entropy.bottleneck_bits(model.entropy_bottleneck, y_tilde), y_tilde
-
-    def compress(self, coder: nn.Module, y: Tensor, z: Tensor | None, format_version: int) -> tuple[list[bytes], int]:
-        return [coder.entropy_bottleneck.compress(y)[0]], 0
-
-    def decompress(self, coder: nn.Module, strings: list[bytes], shapes: list[tuple[int, int]],
-                   format_version: int, index_checksum: int | None) -> Tensor:
-        return coder.entropy_bottleneck.decompress([strings[0]], shapes[0])
