@@ -37,8 +37,9 @@ FLAG_GRAYSCALE = 1
 MAX_PIXELS = 64 * 1024 * 1024
 MAX_SIDE = 65535
 #: Most entropy-coded strings a file may hold (latents may be coded in several passes, e.g. a
-#: checkerboard context codes the anchors and the others separately: its architecture says how many).
-MAX_STRINGS = 8
+#: checkerboard context codes the anchors and the others separately, ELIC two for each of its channel
+#: groups: its architecture says how many).  Raised from 8 to 32 with ELIC; files with 8 or fewer are as before.
+MAX_STRINGS = 32
 
 
 @dataclass

@@ -125,9 +125,10 @@ def check_stream_matches(stream: Bitstream, model: LatentModel, source: str = "b
     expected = model.latent_shapes(*padded)
     if [tuple(s) for s in stream.latent_shapes] != expected:
         raise BitstreamError(f"{source}: latent shapes {stream.latent_shapes} do not match a {stream.width}x{stream.height} image")
-    if len(stream.strings) != model.arch.string_count:
+    expected = model.arch.string_count(model.model)
+    if len(stream.strings) != expected:
         raise BitstreamError(f"{source}: {len(stream.strings)} coded strings, but {model.architecture} files have "
-                             f"{model.arch.string_count}")
+                             f"{expected}")
 
 
 def decode_stream(stream: Bitstream, model: LatentModel, source: str = "bitstream") -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from ...errors import LatentfitError
-from . import autoregressive, checkerboard, factorized, hyperprior  # noqa: F401  (each registers its own)
+from . import autoregressive, channel_groups, checkerboard, factorized, hyperprior  # noqa: F401  (each registers its own)
 from .base import REGISTRY, Architecture, architecture_for, get_architecture, register_architecture
 
 __all__ = ["ARCHITECTURES", "Architecture", "architecture_class", "architecture_for", "build_architecture",

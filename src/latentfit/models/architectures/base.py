@@ -62,10 +62,9 @@ class Architecture:
     def tileable(self) -> bool:
         return self.tiling is not None
 
-    @property
-    def string_count(self) -> int:
-        """How many entropy-coded strings a file of this architecture holds."""
-        return self.latent.string_count + (1 if self.hyper is not None else 0)
+    def string_count(self, model: nn.Module) -> int:
+        """How many entropy-coded strings a file of `model` (of this architecture) holds."""
+        return self.latent.strings(model) + (1 if self.hyper is not None else 0)
 
     @property
     def encoder_prefixes(self) -> tuple[str, ...]:
@@ -130,8 +129,8 @@ class Architecture:
                    format_version: int, index_checksum: int | None) -> Tensor:
         """`ŷ` from the strings `compress` wrote (raising `IndexMismatchError` on a checksum mismatch)."""
         z_hat = None if self.hyper is None else self.hyper.decompress(coder, strings[-1], shapes[1])
-        return self.latent.decompress(coder, strings[: self.latent.string_count], shapes[0], z_hat, self.hyper,
-                                      format_version, index_checksum)
+        y_strings = strings[:-1] if self.hyper is not None else strings
+        return self.latent.decompress(coder, y_strings, shapes[0], z_hat, self.hyper, format_version, index_checksum)
 
 
 def get_architecture(name: str) -> Architecture:

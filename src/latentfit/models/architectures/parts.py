@@ -82,8 +82,12 @@ class HyperPart:
 class LatentPart:
     """How `y` is modelled and coded given the side parameters (None without a hyper part)."""
 
-    #: Strings this part writes (before `z`'s, if any).
+    #: Strings this part writes (before `z`'s, if any), unless `strings` says otherwise for a model.
     string_count: ClassVar[int] = 1
+
+    def strings(self, model: nn.Module) -> int:
+        """How many strings `y` of `model` takes (a channel-groups model: two for each group)."""
+        return self.string_count
 
     def first_parameters(self, model: nn.Module, side: Tensor) -> tuple[Tensor, Tensor | None]:
         """`(σ, μ)` of `y` from the side parameters alone (no context: what the first latents of a
