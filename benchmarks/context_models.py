@@ -1,10 +1,13 @@
 """Context models on this CPU: decode time of a 768x512 image for the mean-scale hyperprior
-(`latentfit-msh`), the bundled checkerboard context model (`latentfit-ctx`, two parallel passes)
-and Minnen et al.'s autoregressive context (`mbt2018`, CompressAI's sequential decode), and the
-per-step refinement cost of the first two, measured side by side (medians; issue 29).
+(`latentfit-msh`), the bundled checkerboard context model (`latentfit-ctx`, two parallel passes),
+ELIC's channel groups (`elic2022-official`, `elic2022-chandelier`: five groups, two passes each) and
+Minnen et al.'s autoregressive context (`mbt2018`, CompressAI's sequential decode), and the per-step
+refinement cost of all but the last, measured side by side (medians; issues 29 and 44).
 
-The autoregressive model is a random one of the same widths: its decode loop costs the same whatever
-the weights (no trained `mbt2018` weights are available offline).
+The autoregressive and ELIC models are random ones of their published widths (mbt2018 N=128, M=192;
+ELIC N=192, M=320): decode loops and steps cost the same whatever the weights (no trained weights of
+these are available offline). Files are latentfit's (format 2); refinement is the default encode's
+proxy (`sga+ssl`, `precision auto`).
 
     python benchmarks/context_models.py [--image kodim23] [--repeats 3] [--steps 10] [--threads 1]
 """
@@ -45,15 +48,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from latentfit.models.adapter import LatentModel
+    from latentfit.models.architectures import build_architecture
+
     msh = latentfit.load_model(quality=args.quality)
     ckbd = latentfit.load_model("latentfit-ctx", args.quality)
+    torch.manual_seed(0)
+    elic = {}
+    for name in ("elic2022-official", "elic2022-chandelier"):
+        net = build_architecture(name, 192, 320).eval()
+        net.update(force=True)
+        elic[name] = LatentModel(net, name, 1, msh.lmbda)
     image = latentfit.load_image(KODAK / f"{args.image}.png")
     x = pad_to_multiple(image.tensor, 64)
     print(f"{args.image} ({image.width}x{image.height}), {args.threads} thread(s), medians of {args.repeats}")
     print("| model | decode (s) | × latentfit-msh |")
     print("|---|---|---|")
     base = None
-    for name, model in [("latentfit-msh (mean-scale hyperprior)", msh), ("latentfit-ctx (checkerboard context)", ckbd)]:
+    for name, model in [("latentfit-msh (mean-scale hyperprior)", msh), ("latentfit-ctx (checkerboard context)", ckbd),
+                        *((f"{n} (channel groups; N=192, M=320)", m) for n, m in elic.items())]:
         strings, shapes, checksum = model.compress(model.analysis(x))
         t = seconds(lambda: model.decompress(strings, shapes, checksum), args.repeats)
         base = base or t
@@ -67,14 +80,18 @@ def main() -> None:
     print(f"| mbt2018 (autoregressive, CompressAI's decode; N=128, M=192) | {t:.2f} | {t / base:.2f} |", flush=True)
 
     config = latentfit.RefinementConfig(steps=args.steps, evaluate_every=args.steps, record_trace=False)
-    per_step = {"msh": [], "ckbd": []}
-    for _ in range(args.repeats):  # interleaved, so load on the machine hits both alike
-        for key, model in (("msh", msh), ("ckbd", ckbd)):
+    models = {"latentfit-msh": msh, "latentfit-ctx": ckbd} | elic
+    per_step = {key: [] for key in models}
+    for _ in range(args.repeats):  # interleaved, so load on the machine hits all alike
+        for key, model in models.items():
             result = latentfit.refine_latents(model, image.tensor, config)
             per_step[key].append(result.seconds / args.steps)
-    msh_step, ckbd_step = statistics.median(per_step["msh"]), statistics.median(per_step["ckbd"])
-    print(f"\nrefinement, {args.steps} steps of sga+ssl (one true-loss evaluation included): latentfit-msh "
-          f"{msh_step:.3f} s/step, latentfit-ctx {ckbd_step:.3f} s/step ({ckbd_step / msh_step:.2f}x)")
+    print(f"\nrefinement, {args.steps} steps of sga+ssl (one true-loss evaluation included):")
+    print("| model | s/step | × latentfit-msh |")
+    print("|---|---|---|")
+    base = statistics.median(per_step["latentfit-msh"])
+    for key, times in per_step.items():
+        print(f"| {key} | {statistics.median(times):.3f} | {statistics.median(times) / base:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

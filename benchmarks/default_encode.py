@@ -28,6 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from latentfit.evaluation.journal import Journal
 from latentfit.shared_data import data_dir
 
 KODAK = data_dir("kodak")
@@ -66,12 +67,8 @@ def main() -> None:
     parser.add_argument("--reference-only", action="store_true", help="only the reference runs")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    journal = args.out / "journal.jsonl"
-    done = {}
-    if journal.exists():
-        for line in journal.read_text().splitlines():
-            row = json.loads(line)
-            done[(row["image"], row["variant"])] = row
+    journal = Journal(args.out / "journal.jsonl")
+    done = {(row["image"], row["variant"]): row for row in journal.records()}
     reference = parse_variant(args.reference)
     variants = [parse_variant(v) for v in args.variants.split(",")] if not args.reference_only else []
     images = args.images.split(",")
@@ -84,8 +81,7 @@ def main() -> None:
                 key: stats[key] for key in ("seconds", "refine_seconds", "coding_seconds", "check_seconds",
                                             "true_loss_initial", "true_loss_final", "bytes", "psnr", "steps_run",
                                             "best_step", "precision", "weights_digest", "seed", "config")}
-            with journal.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            journal.append(row)
             done[(image, name)] = row
             print(f"{image} {name}: {row['seconds']:.1f} s, {row['true_loss_initial']:.4f} -> "
                   f"{row['true_loss_final']:.4f}", file=sys.stderr, flush=True)

@@ -30,9 +30,10 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
+from latentfit.evaluation.runner import journal_records
 from latentfit.evaluation.runner import summarise
 from latentfit.evaluation.tables import loss_reduction
-from per_image_bd import per_image_rates, read_journal
+from per_image_bd import per_image_rates
 
 METHODS = ["sga+ssl", "sga", "sga+cosine", "sga+linear", "sga+ssl3", "uniform-noise", "ste"]
 CLASSICAL = ["jpeg", "jpegxl", "webp", "avif", "heic", "jpeg2000"]
@@ -163,7 +164,7 @@ def main() -> None:
     parser.add_argument("--long-steps", type=int, default=2000)
     args = parser.parse_args()
 
-    records = read_journal(args.results / "cells.jsonl")
+    records = journal_records(args.results)
     rates = per_image_rates(records, METHODS, args.steps, args.model)
     images = sorted(rates)
     bd_rows = json.loads((args.results / "bd_rates.json").read_text())

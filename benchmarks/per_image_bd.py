@@ -10,23 +10,12 @@ Usage: python benchmarks/per_image_bd.py RESULTS_DIR --methods sga+ssl,sga [--st
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from collections import defaultdict
 from pathlib import Path
 
+from latentfit.evaluation.runner import journal_records
 from latentfit.evaluation.bdrate import bd_rate
-
-
-def read_journal(path: Path) -> list[dict]:
-    """The journal's records; a torn last line (a run killed mid-write) is skipped."""
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def per_image_rates(records: list[dict], methods: list[str], steps: int, model: str) -> dict[str, dict[str, float]]:
@@ -59,7 +48,7 @@ def main() -> None:
     parser.add_argument("--model", default="latentfit-msh")
     args = parser.parse_args()
     methods = args.methods.split(",")
-    rates = per_image_rates(read_journal(args.results / "cells.jsonl"), methods, args.steps, args.model)
+    rates = per_image_rates(journal_records(args.results), methods, args.steps, args.model)
     print("| image | " + " | ".join(methods) + " |")
     print("|---|" + "---|" * len(methods))
     for image, row in rates.items():

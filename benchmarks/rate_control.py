@@ -14,14 +14,13 @@ Records go to a resumable JSONL; `--report` prints the Markdown tables.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import statistics
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from latentfit.evaluation.journal import Journal
+from latentfit.parallel import run_tasks
 from latentfit.shared_data import data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,23 +97,22 @@ def jobs_for(images: list[str], crop: int | None, steps: int, fractions=FRACTION
 def run(args) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = {key(json.loads(line)) for line in out.read_text().splitlines()} if out.exists() else set()
+    journal = Journal(out)
+    done = {key(record) for record in journal.records()}
     images = args.images.split(",") if args.images else [f"kodim{i:02d}" for i in range(1, 25)]
     crop = args.crop or None
     fractions = [float(f) for f in args.fractions.split(",")] if args.fractions else FRACTIONS
     jobs = [j for j in jobs_for(images, crop, args.steps, fractions, not args.no_baseline) if key(j) not in done]
     print(f"{len(jobs)} encodes to run", file=sys.stderr)
-    with ProcessPoolExecutor(args.workers) as pool, open(out, "a") as journal:
-        for record in pool.map(run_job, jobs):
-            journal.write(json.dumps(record) + "\n")
-            journal.flush()
-            os.fsync(journal.fileno())
+    with journal.writer() as append:  # each encode a task of a local Ray instance of `--workers` CPUs
+        for record in run_tasks(run_job, [(job,) for job in jobs], args.workers):
+            append(record)
 
 
 def report(path: Path) -> None:
     from latentfit.evaluation.bdrate import bd_rate
 
-    records = [json.loads(line) for line in path.read_text().splitlines()]
+    records = Journal(path).records()
     base = {(r["image"], r["quality"]): r for r in records if r["kind"] == "baseline"}
     tries = [r for r in records if r["kind"] != "baseline"]
     steps = sorted({r["steps"] for r in records})

@@ -12,12 +12,12 @@ whether `sga+ssl` stays ahead of `sga` (atanh) off the training λ.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import warnings
 from collections import defaultdict
 from pathlib import Path
 
+from latentfit.evaluation.runner import journal_records
 from latentfit.evaluation.bdrate import bd_rate
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--quality", type=int, default=2)
     args = parser.parse_args()
-    records = [json.loads(line) for line in (args.results / "cells.jsonl").read_text().splitlines()]
+    records = journal_records(args.results)
     methods = args.methods.split(",")
     axis = defaultdict(dict)  # (method, image) -> λ -> record (quality args.quality)
     trained = defaultdict(dict)  # (method, image) -> quality -> record (own λ)

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
-from pathlib import Path
 
 import torch
 
 import latentfit
+from latentfit.evaluation.journal import Journal
 from latentfit import RefinementConfig
 from latentfit.relaxations import get_proxy
 from latentfit.imageio import center_crop
@@ -61,13 +60,11 @@ def main() -> None:
     lrs = [float(v) for v in args.lrs.split(",")]
     tau_maxes = [float(v) for v in args.tau_maxes.split(",")]
 
-    journal = Path(args.journal)
+    journal = Journal(args.journal)
     done: dict[tuple, dict] = {}
-    if journal.exists():
-        for line in journal.read_text().splitlines():
-            r = json.loads(line)
-            if r["model"] == model.digest.hex():  # runs of other weights are never mixed in
-                done[(r["image"], r["crop"], r["method"], r["lr"], r["tau_max"], r["steps"])] = r
+    for r in journal.records():
+        if r["model"] == model.digest.hex():  # runs of other weights are never mixed in
+            done[(r["image"], r["crop"], r["method"], r["lr"], r["tau_max"], r["steps"])] = r
     for image in images:
         for method in args.methods.split(","):
             for lr in lrs:
@@ -75,8 +72,7 @@ def main() -> None:
                     key = (image, args.crop, method, lr, tau_max, args.steps)
                     if key not in done:
                         done[key] = run_one(model, image, args.crop, method, lr, tau_max, args.steps)
-                        with open(journal, "a") as handle:
-                            handle.write(json.dumps(done[key]) + "\n")
+                        journal.append(done[key])
                     r = done[key]
                     print(f"{image} {method} lr {lr:g} τ_max {tau_max:g}: {r['initial']:.4f} -> {r['final']:.4f} "
                           f"({r['seconds']:.0f} s)", flush=True)

@@ -15,13 +15,13 @@ Usage: python benchmarks/small_budgets.py [--images kodim01,...] [--crop 256] [-
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 import torch
 
 import latentfit
+from latentfit.evaluation.journal import Journal
 from latentfit import RefinementConfig, TemperatureSchedule
 from latentfit.config import resolve_precision
 from latentfit.imageio import center_crop
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--summary", action="store_true", help="only summarise the journal")
     args = parser.parse_args()
     journal = Path(args.journal)
-    rows = [json.loads(line) for line in journal.read_text().splitlines()] if journal.exists() else []
+    rows = Journal(journal).records()
     if not args.summary:
         torch.set_num_threads(args.threads)
         shard, shards = map(int, args.shard.split("/"))
@@ -105,8 +105,7 @@ def main() -> None:
                 row = {"model": args.model, "image": name, "crop": args.crop, "quality": quality, "steps": steps,
                        "setting": setting, "weights_digest": model.digest.hex(), "encoder": model.encoder,
                        "seed": 0} | run_one(model, image, steps, options)
-                with journal.open("a") as out:
-                    out.write(json.dumps(row) + "\n")
+                Journal(journal).append(row)
                 rows.append(row)
                 print(f"{name} q{quality} {steps} {setting}: {100 * row['reduction']:.2f} %", flush=True)
     summarise(rows)

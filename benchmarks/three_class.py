@@ -12,12 +12,12 @@ BD-rates), and on how many cells and images the authors' setting is behind each 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import warnings
 from collections import defaultdict
 from pathlib import Path
 
+from latentfit.evaluation.runner import journal_records
 from latentfit.evaluation.bdrate import bd_rate
 from latentfit.evaluation.tables import loss_reduction
 
@@ -32,8 +32,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     args = parser.parse_args()
     cells: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)  # (method, image) -> quality -> record
-    for line in (args.results / "cells.jsonl").read_text().splitlines():
-        record = json.loads(line)
+    for record in journal_records(args.results):
         if record.get("lmbda_point"):
             continue
         if record["method"] == "none" or (record["method"] in METHODS and record["steps"] == args.steps):

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import statistics
 from pathlib import Path
 
 import torch
 
 import latentfit
+from latentfit.evaluation.journal import Journal
 from latentfit import RefinementConfig, TemperatureSchedule
 from latentfit.imageio import center_crop
 from latentfit.shared_data import data_dir
@@ -148,16 +147,14 @@ def main() -> None:
     journal = Path(args.journal)
     done: dict[tuple, dict] = {}
     other_models = other_configs = 0
-    if journal.exists():  # runs of other weights (or with no digest recorded) are never mixed in
-        for line in journal.read_text().splitlines():
-            record = json.loads(line)
-            if record.get("model") != model.digest.hex():
-                other_models += 1
-                continue
-            if record.get("setting") not in table or record.get("config") != describe(record["setting"], table[record["setting"]]):
-                other_configs += 1
-                continue
-            done[(record["image"], record["crop"], record["setting"])] = record
+    for record in Journal(journal).records():  # runs of other weights (or with no digest recorded) are never mixed in
+        if record.get("model") != model.digest.hex():
+            other_models += 1
+            continue
+        if record.get("setting") not in table or record.get("config") != describe(record["setting"], table[record["setting"]]):
+            other_configs += 1
+            continue
+        done[(record["image"], record["crop"], record["setting"])] = record
     if other_models:
         print(f"{journal}: ignoring {other_models} run(s) made with other model weights")
     if other_configs:
@@ -169,10 +166,7 @@ def main() -> None:
                 continue
             if key not in done:
                 done[key] = run_one(model, image, args.crop, name, table[name])
-                with open(journal, "a") as handle:
-                    handle.write(json.dumps(done[key]) + "\n")
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                Journal(journal).append(done[key])
             print(f"{image} {name}: {done[key]['seconds']:.1f} s, loss {done[key]['initial']:.4f} -> "
                   f"{done[key]['final']:.4f}", flush=True)
 

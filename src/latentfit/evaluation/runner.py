@@ -28,6 +28,7 @@ from ..parallel import ray_installed, run_tasks
 from ..relaxations import is_plain
 from .bdrate import bd_psnr, bd_rate, quality_overlap
 from .classical import SWEEP_LEVELS, is_classical, parse_spec, sweep
+from .journal import Journal
 from .records import LearnedRecord, Record, check_record
 from .references import references_for
 from .plots import convergence_plot, gain_per_second_plot, rd_plot
@@ -149,11 +150,8 @@ def cell_file(results_dir: Path, cell: Cell) -> Path:
 def _journal(path: Path) -> Iterator[tuple[int, Record]]:
     """(line number, record) for each whole line of a journal; a line cut by a crash, or still being
     written, is skipped (that cell simply runs again); a line that is not a record is an error."""
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        try:
-            yield number, check_record(json.loads(line), f"{path}:{number}")
-        except json.JSONDecodeError:
-            continue
+    for number, record in Journal(path).lines():
+        yield number, check_record(record, f"{path}:{number}")
 
 
 def read_records(results_dir: Path, identity: str) -> dict[str, Record]:
@@ -274,18 +272,18 @@ def run_evaluation(config: EvalConfig, results_dir: str | os.PathLike, device: s
         use_ray = False
     source = (_with_ray(config, todo, device, workers, ray_address, gpus_per_cell) if use_ray
               else _in_process(config, todo, device))
-    with open(results_dir / "cells.jsonl", "a") as journal:
+    with Journal(results_dir / "cells.jsonl").writer() as append:
         for record, data in source:
             if data is not None:
                 cell = Cell(record["image"], record["quality"], record["method"], record["steps"],
                             record.get("lmbda_point", ""))
                 atomic_write_bytes(cell_file(results_dir, cell), data, force=True)
-            _append(journal, record)
+            append(record)
             done[record["cell"]] = record
             if progress is not None:
                 progress(len(done), total)
         for record in _classical_sweeps(config, sweeps, done, grid):
-            _append(journal, record)
+            append(record)
             done[record["cell"]] = record
             if progress is not None:
                 progress(len(done), total)
@@ -317,12 +315,6 @@ def _classical_sweeps(config: EvalConfig, sweeps: list, done: dict[str, dict], g
             cell = Cell(image_key, record["quality"], spec, 0)
             if cell.key not in done:
                 yield {"cell": cell.key, "config_id": identity, "image": image_key, "psnr_range": list(psnr_range)} | record
-
-
-def _append(journal, record: dict) -> None:
-    journal.write(json.dumps(record) + "\n")
-    journal.flush()
-    os.fsync(journal.fileno())
 
 
 def complete_images(by_quality: dict[int, list[dict]]) -> set[str]:

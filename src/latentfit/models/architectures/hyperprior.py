@@ -62,8 +62,9 @@ class Hyperprior(Architecture):
     tiling = HYPERPRIOR_REACH
 
     def _last_h_s_channels(self, state_dict: dict) -> tuple[int, int] | None:
+        """(channels out of `h_s`, M) of a state dict with CompressAI's GDN transforms, else None."""
         keys = [k for k in state_dict if k.startswith("h_s.") and k.endswith(".weight")]
-        if not keys or "g_a.6.weight" not in state_dict:
+        if not keys or "g_a.6.weight" not in state_dict or "g_a.1.beta" not in state_dict:
             return None
         last = max(keys, key=lambda k: int(k.split(".")[1]))
         return int(state_dict[last].size(0)), int(state_dict["g_a.6.weight"].size(0))
