@@ -7,18 +7,19 @@ import torch
 from latentfit.models.architectures import build_architecture, get_architecture, infer_architecture
 from latentfit.training import Trainer
 
+from .test_context_models import check_refinement
 from .test_training import tiny_config
 
 ELIC = ["elic2022-official", "elic2022-chandelier"]
 
 
-@pytest.fixture(scope="module", params=ELIC)
+@pytest.fixture(scope="module", params=["elic2022-official", pytest.param("elic2022-chandelier", marks=pytest.mark.slow)])
 def elic_model(request, tmp_path_factory):
-    """A small ELIC (N = 16, M = 24: groups 3, 3, 6, 12) trained for a few steps in the fixture."""
+    """A small ELIC (N = 16, M = 24: groups 3, 3, 6, 12) trained for 20 steps in the fixture."""
     from latentfit.models.adapter import LatentModel
 
-    trainer = Trainer(tiny_config(architecture=request.param, steps=30, lr=3e-3), tmp_path_factory.mktemp(request.param))
-    for _ in range(30):
+    trainer = Trainer(tiny_config(architecture=request.param, steps=20, lr=3e-3), tmp_path_factory.mktemp(request.param))
+    for _ in range(20):
         trainer.train_step()
     model = trainer.model.eval()
     model.update(force=True)
@@ -74,16 +75,7 @@ def test_the_true_rate_is_compressais_own_two_pass_rate_of_every_group(elic_mode
 
 @pytest.mark.slow
 def test_refinement_lowers_the_true_loss_with_every_variable_set_and_the_files_decode(elic_model, kodak_crop):
-    from latentfit import RefinementConfig, decode, encode
-
-    model = elic_model
-    refined = encode(kodak_crop, model, RefinementConfig(method="sga+ssl", steps=30, evaluate_every=10))
-    assert refined.stats["true_loss_final"] < refined.stats["true_loss_initial"]
-    assert (decode(refined.data, model) == refined.decoded).all()
-    for method in ("uniform-noise", "sga", "sga+cosine3"):
-        result = encode(kodak_crop, model, RefinementConfig(method=method, steps=20, evaluate_every=10, variables="y"))
-        assert result.stats["true_loss_final"] <= result.stats["true_loss_initial"]
-        assert (decode(result.data, model) == result.decoded).all()  # y alone, z = h_a(y): still the decoder's file
+    check_refinement(elic_model, kodak_crop, methods=("uniform-noise", "sga", "sga+cosine3"))
 
 
 def test_tiles_are_refused_and_a_file_missing_a_group_is_refused(elic_model, kodak_crop):

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from .conftest import kodak_image
 
 
+@pytest.mark.parametrize("spec", ["jpeg", "webp", "avif:speed=8", "jpegxl:effort=3", "heic:preset=ultrafast",
+                                  "jpeg2000"])
 def test_each_classical_codec_reports_what_an_independent_decode_measures(spec):
     import io
 

@@ -12,6 +12,7 @@ from latentfit.metrics import bits_per_pixel, psnr
 from .conftest import kodak_image
 
 
+@pytest.mark.slow  # a whole Kodak image; the fast subset checks format 1 on crops (context models, ELIC)
 def test_none_is_compressai_bit_for_bit_in_format_1_and_pixel_for_pixel_in_format_2(bundled_model):
     torch.set_num_threads(1)  # the same numeric settings for both (thread count changes float rounding)
     image = load_image(kodak_image())

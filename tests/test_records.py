@@ -8,6 +8,9 @@ from latentfit.errors import LatentfitError
 from latentfit.evaluation import EvalConfig
 
 
+@pytest.mark.parametrize("broken, complaint", [
+    ({"bpp": None}, "'bpp' should be float"), ({"quality": "2"}, "'quality' should be int"), ({"psnr": ...}, "without 'psnr'"),
+])
 def test_a_journal_line_that_is_not_a_record_is_named(tmp_path, broken, complaint):
     from latentfit.evaluation.runner import read_records
 

@@ -104,8 +104,6 @@ def test_results_made_with_other_weights_are_refused(tiny_eval, tmp_path, record
         run_evaluation(tiny_eval, tmp_path)
 
 
-@pytest.mark.parametrize("spec", ["jpeg", "webp", "avif:speed=8", "jpegxl:effort=3", "heic:preset=ultrafast",
-                                  "jpeg2000"])
 @pytest.mark.slow
 def test_ray_and_in_process_paths_give_identical_numbers(tmp_path):
     pytest.importorskip("ray")
@@ -244,9 +242,6 @@ def test_an_old_journal_is_carried_over_to_the_new_identity_and_nothing_else_cha
         {k: v for k, v in r.items() if k != "config_id"} for r in records]
 
 
-@pytest.mark.parametrize("broken, complaint", [
-    ({"bpp": None}, "'bpp' should be float"), ({"quality": "2"}, "'quality' should be int"), ({"psnr": ...}, "without 'psnr'"),
-])
 def test_journal_records_reads_every_configuration_and_skips_a_torn_line(tmp_path):
     """The benchmarks' reader: whole records of any configuration, a line still being written skipped,
     a line that is not a record, or a folder without a journal, a one-line error naming the file."""

@@ -74,10 +74,6 @@ class PapersTemperature(Strategy):
     def for_run(self, default: TemperatureSchedule, steps: int) -> TemperatureSchedule:
         return default
 
-    def record(self) -> dict:
-        """What a refinement record says of it (`RefinementConfig.to_dict`'s layout)."""
-        return {}
-
 
 @TAU_SCHEDULES.register
 @dataclass(frozen=True)
@@ -111,9 +107,6 @@ class ConstantLearningRate(Strategy):
 
     def __call__(self, step: int, steps: int, lr: float) -> float:
         return lr
-
-    def record(self) -> dict:
-        return {}
 
 
 @LR_SCHEDULES.register

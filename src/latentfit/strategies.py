@@ -59,4 +59,8 @@ class Strategy:
     def to_dict(self) -> dict:
         return {"name": self.name} | dataclasses.asdict(self)
 
+    def record(self) -> dict:
+        """What a refinement record says of it besides its name (`RefinementConfig.to_dict`'s layout)."""
+        return {}
+
 

@@ -35,34 +35,35 @@ class TrainConfig:
     """Everything that defines a training run (stored in its checkpoints)."""
 
     train_dirs: list[str]
+    #: Held-out images: the first `valid_images`, centre-cropped to `valid_crop`, every `validate_every` steps.
     valid_dir: str | None = None
+    valid_images: int = 16
+    valid_crop: int = 256
+    validate_every: int = 500
+    checkpoint_every: int = 100
+    seed: int = 0
+    #: The model: its architecture, widths and λ (`L = R/P + λ·255²·MSE`).
     architecture: str = "mbt2018-mean"
     N: int = 128
     M: int = 192
     lmbda: float = 0.013
     steps: int = 10000
     batch_size: int = 8
+    #: Weights to start from (exported or a checkpoint; a context model may start from a model without it).
+    init_from: str | None = None
     patch_size: int = 128
     lr: float = 1e-4
     aux_lr: float = 1e-3
     lr_drop_at: float = 0.9
     lr_drop_factor: float = 0.1
-    clip_max_norm: float = 1.0
-    validate_every: int = 500
-    checkpoint_every: int = 100
-    valid_images: int = 16
-    valid_crop: int = 256
-    seed: int = 0
-    init_from: str | None = None
-    #: "all"; "prior": only the probability model (`g_a` and `g_s` frozen: Campos et al.'s "+proba");
-    #: "context": only what a context model adds to the mean-scale hyperprior it was initialised from
-    #: (its transforms and hyperprior frozen, so it starts at exactly that model's rates).
+    #: What the run may change (`FINETUNES`): "all"; "prior", only the probability model (`g_a`, `g_s`
+    #: frozen: Campos et al.'s "+proba"); "context", only what a context model adds to the model it was
+    #: initialised from; "encoder", only the analysis transforms against the true loss, so files made
+    #: with the result decode with the unchanged base model (an amortised warm start for refinement).
     trainable: str = "all"
-    #: "encoder": only the analysis transforms `g_a`, `h_a`, against the true (hard-rounded) loss with
-    #: straight-through gradients; the decoder and entropy models stay bit-exact, so files made with
-    #: the result decode with the unchanged base model (an amortised warm start for refinement).
-    #: lr of a context model's own networks (context prediction, entropy parameters), which start
-    #: from zero when initialised from a mean-scale hyperprior; None: `lr`.
+    clip_max_norm: float = 1.0
+    #: lr of a context model's own networks, which start from zero when initialised from a model
+    #: without the context; None: `lr`.
     context_lr: float | None = None
 
     def __post_init__(self):
