@@ -110,6 +110,7 @@ def test_budget_schedules_change_the_optimisation(bundled_model, kodak_crop):
     assert budget.final.loss < budget.initial.loss
 
 
+@pytest.mark.slow  # through the loop; the schedule itself: tests/test_schedules.py
 def test_cosine_lr_ending_at_the_full_lr_is_the_constant_schedule(bundled_model, kodak_crop):
     settings = dict(method="sga+ssl", steps=12, evaluate_every=4, seed=5, lr=2e-2, schedule="papers")
     constant = _refine(bundled_model, kodak_crop, lr_schedule="constant", **settings)
@@ -125,6 +126,7 @@ def test_lr_final_fraction_outside_zero_to_one_is_refused(fraction):
         RefinementConfig(lr_final_fraction=fraction)
 
 
+@pytest.mark.slow  # through the loop; the schedule itself: tests/test_schedules.py
 def test_budget_schedule_anneals_from_above_the_methods_tau_max(bundled_model, kodak_crop):
     from latentfit.refine import BUDGET_TAU_END, BUDGET_TAU_START
 

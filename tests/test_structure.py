@@ -68,6 +68,7 @@ def test_every_option_that_names_a_setting_takes_its_default_from_the_one_declar
 
     from latentfit import cli
     from latentfit.config import PAPERS_PROTOCOL, RefinementConfig
+    from latentfit.training import TrainConfig
 
     commands = typer.main.get_command(cli.app).commands
     defaults = RefinementConfig()
@@ -80,3 +81,9 @@ def test_every_option_that_names_a_setting_takes_its_default_from_the_one_declar
     evaluate = {param.name: param.default for param in commands["eval"].params}
     assert cli.EVAL_PROTOCOL_OPTIONS <= set(evaluate)
     assert all(evaluate[name] == getattr(PAPERS_PROTOCOL, name) for name in cli.EVAL_PROTOCOL_OPTIONS)
+    train = {param.name: param.default for param in commands["train"].params}
+    names = {"n": "N", "m": "M"}
+    declared = {f.name for f in dataclasses.fields(TrainConfig)}
+    shared_train = {name for name in train if names.get(name, name) in declared and train[name] is not None}
+    assert {"architecture", "n", "m", "steps", "lr", "trainable"} <= shared_train
+    assert all(train[name] == getattr(TrainConfig, names.get(name, name)) for name in shared_train)

@@ -85,6 +85,7 @@ def test_tiled_refinement_improves_without_seams(bundled_model, photo):
     assert gain_border > 0.9 * gain_inside
 
 
+@pytest.mark.slow
 def test_big_images_are_tiled_automatically_and_small_ones_are_not(bundled_model, monkeypatch):
     import latentfit.refine as refine
 

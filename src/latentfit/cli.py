@@ -18,6 +18,7 @@ from .config import AUTO_STEPS, BUDGET_TAU_END, BUDGET_TAU_START, CLOSED_LOOP_ST
 from .errors import LatentfitError
 from .evaluation.classical import describe_codecs
 from .relaxations import PROXIES, QuantizationProxy, describe_methods, parse_method
+from .training import TrainConfig
 
 CLOSED_LOOP_HELP = ("Closed-loop passes before refinement (a warm start that costs no gradient step, about "
                     "one decode each): each decodes the best latents so far and moves y by "
@@ -572,24 +573,25 @@ def train(
     train_dir: List[Path] = typer.Option(..., "--train-dir", help="Folder of training images (repeatable)."),
     checkpoint_dir: Path = typer.Option(..., help="Where the resumable checkpoint (last.pt) lives."),
     valid_dir: Optional[Path] = typer.Option(None, help="Held-out folder for periodic validation."),
-    architecture: str = typer.Option("mbt2018-mean", help="CompressAI architecture name."),
-    n: int = typer.Option(128, "--N", help="Width N of the transforms."),
-    m: int = typer.Option(192, "--M", help="Number of latent channels M."),
-    lmbda: Optional[float] = typer.Option(None, help="λ in loss = bpp + λ·255²·MSE (default: --init's, else 0.013)."),
-    steps: int = typer.Option(10000, help="Total optimisation steps (a resumed run continues up to this)."),
-    batch_size: int = typer.Option(8),
-    patch_size: int = typer.Option(128),
-    lr: float = typer.Option(1e-4),
-    lr_drop_at: float = typer.Option(0.9, help="Fraction of steps after which lr is multiplied by 0.1."),
-    validate_every: int = typer.Option(500),
-    checkpoint_every: int = typer.Option(100),
-    seed: int = typer.Option(0),
+    architecture: str = typer.Option(TrainConfig.architecture, help="CompressAI architecture name."),
+    n: int = typer.Option(TrainConfig.N, "--N", help="Width N of the transforms."),
+    m: int = typer.Option(TrainConfig.M, "--M", help="Number of latent channels M."),
+    lmbda: Optional[float] = typer.Option(None, help=f"λ in loss = bpp + λ·255²·MSE (default: --init's, else {TrainConfig.lmbda:g})."),
+    steps: int = typer.Option(TrainConfig.steps, help="Total optimisation steps (a resumed run continues up to this)."),
+    batch_size: int = typer.Option(TrainConfig.batch_size),
+    patch_size: int = typer.Option(TrainConfig.patch_size),
+    lr: float = typer.Option(TrainConfig.lr),
+    lr_drop_at: float = typer.Option(TrainConfig.lr_drop_at, help="Fraction of steps after which lr is multiplied by "
+                                      f"{TrainConfig.lr_drop_factor:g}."),
+    validate_every: int = typer.Option(TrainConfig.validate_every),
+    checkpoint_every: int = typer.Option(TrainConfig.checkpoint_every),
+    seed: int = typer.Option(TrainConfig.seed),
     init_from: Optional[Path] = typer.Option(None, help="Start from these weights (exported or checkpoint); a "
                                              "context architecture starts from a mean-scale hyperprior's."),
     init: Optional[str] = typer.Option(None, "--init", help="Fine-tune a model by name, NAME or NAME:QUALITY "
                                        "(bundled or zoo, e.g. latentfit-msh:2): its architecture, widths, λ and "
                                        "quality become the defaults."),
-    trainable: str = typer.Option("all", "--trainable", "--finetune",
+    trainable: str = typer.Option(TrainConfig.trainable, "--trainable", "--finetune",
                                   help="all; prior: only the probability model (g_a, g_s frozen); context: only "
                                        "a context model's own networks; encoder: only g_a, h_a against the true "
                                        "loss (the export is an encoder file: encode --checkpoint it; its files decode with the base "
@@ -601,7 +603,7 @@ def train(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Train a CompressAI model on a folder of images; resumes from CHECKPOINT_DIR/last.pt if present."""
-    from .training import TrainConfig, Trainer, finetune, training_images
+    from .training import Trainer, finetune, training_images
 
     _set_threads(threads)
     # bad input fails here, before anything is written to CHECKPOINT_DIR
@@ -617,7 +619,7 @@ def train(
         quality = quality or base_quality
     config = TrainConfig(
         train_dirs=[str(d) for d in train_dir], valid_dir=str(valid_dir) if valid_dir else None,
-        architecture=architecture, N=n, M=m, lmbda=0.013 if lmbda is None else lmbda, steps=steps,
+        architecture=architecture, N=n, M=m, lmbda=TrainConfig.lmbda if lmbda is None else lmbda, steps=steps,
         batch_size=batch_size, patch_size=patch_size, lr=lr, lr_drop_at=lr_drop_at, validate_every=validate_every,
         checkpoint_every=checkpoint_every, seed=seed, init_from=str(init_from) if init_from else None,
         trainable=trainable,
