@@ -175,6 +175,8 @@ FINETUNES: Registry = Registry("finetune kind")
 class Finetune(Strategy):
     #: Whether the entropy bottleneck's quantiles (CompressAI's auxiliary loss) are trained too.
     train_aux: ClassVar[bool] = False
+    #: Whether the decoder stays bit-exact, so the result's files carry the starting weights' digest.
+    keeps_decoder: ClassVar[bool] = False
 
     def parameters(self, model: torch.nn.Module, arch: Architecture) -> list[torch.nn.Parameter]:
         """The parameters the run trains (the others frozen); a one-line error where `arch` has none."""
@@ -251,6 +253,7 @@ class FinetuneEncoder(Finetune):
     with the result decode with the unchanged base model (an amortised warm start for refinement)."""
 
     name: ClassVar[str] = "encoder"
+    keeps_decoder: ClassVar[bool] = True
 
     def parameters(self, model: torch.nn.Module, arch: Architecture) -> list[torch.nn.Parameter]:
         return [p for n, p in model.named_parameters() if n.startswith(arch.encoder_prefixes)]
@@ -292,7 +295,8 @@ class Trainer:
         self.model = build_architecture(config.architecture, config.N, config.M).to(self.device)
         if config.init_from:
             self._initialise(load_state_dict_file(config.init_from), config.init_from)
-        self.base_digest = weights_digest(self.model)  # what an encoder fine-tune's files decode with
+        # what an encoder fine-tune's files decode with: the weights it started from
+        self.base_digest = weights_digest(self.model) if self.finetune.keeps_decoder else None
         main = self.finetune.parameters(self.model, self.arch)
         trained = {id(p) for p in main}
         for parameter in self.model.parameters():
