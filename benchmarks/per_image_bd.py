@@ -1,10 +1,14 @@
-"""Per-image BD-rates of refinement methods against `none`, from a `latentfit eval` results folder.
+"""Per-image BD-rates of refinement methods against `none` (or another curve), from a `latentfit eval`
+results folder.
 
 A mean over images can hide that one method wins on most images and loses on a few; this prints,
 for each image finished at every quality by all the named methods, each method's BD-rate against
-the same image's `none` curve, and how often the first method beats each of the others.
+the same image's anchor curve, and how often the first method beats each of the others. Methods are
+named as the curves are (`runner.curve_method`): "sga+ssl", or with a decoder update
+"sga+ssl adapt=decoder".
 
 Usage: python benchmarks/per_image_bd.py RESULTS_DIR --methods sga+ssl,sga [--steps 500] [--model M]
+       python benchmarks/per_image_bd.py RESULTS_DIR --methods "sga+ssl adapt=decoder" --anchor sga+ssl
 """
 
 from __future__ import annotations
@@ -14,26 +18,27 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
-from latentfit.evaluation.runner import journal_records
+from latentfit.evaluation.runner import curve_method, journal_records
 from latentfit.evaluation.bdrate import bd_rate
 
 
-def per_image_rates(records: list[dict], methods: list[str], steps: int, model: str) -> dict[str, dict[str, float]]:
-    """{image: {method: BD-rate against that image's `none` curve}} for the images that `none` and every
-    one of `methods` (at `steps`) have finished at every quality present."""
+def per_image_rates(records: list[dict], methods: list[str], steps: int, model: str,
+                    anchor_method: str = "none") -> dict[str, dict[str, float]]:
+    """{image: {method: BD-rate against that image's `anchor_method` curve}} for the images that the
+    anchor and every one of `methods` (at `steps`; `none` at 0) have finished at every quality present."""
     points: dict[tuple[str, str], dict[int, tuple[float, float]]] = defaultdict(dict)
     for record in records:
-        if record.get("model") != model:
+        if record.get("model") != model or record.get("lmbda_point"):
             continue
-        label = "none" if record["method"] == "none" else (record["method"] if record["steps"] == steps else None)
-        if label in methods or label == "none":
+        label = "none" if record["method"] == "none" else (curve_method(record) if record["steps"] == steps else None)
+        if label in methods or label == anchor_method:
             points[(record["image"], label)][record["quality"]] = (record["bpp"], record["psnr"])
     qualities = {q for curve in points.values() for q in curve}
     images = sorted({image for image, _ in points
-                     if all(set(points.get((image, m), {})) == qualities for m in ["none", *methods])})
+                     if all(set(points.get((image, m), {})) == qualities for m in [anchor_method, *methods])})
     rates = {}
     for image in images:
-        anchor = list(points[(image, "none")].values())
+        anchor = list(points[(image, anchor_method)].values())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             rates[image] = {m: bd_rate(anchor, list(points[(image, m)].values())) for m in methods}
@@ -46,9 +51,10 @@ def main() -> None:
     parser.add_argument("--methods", required=True, help="comma-separated; the first is compared with the rest")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--model", default="latentfit-msh")
+    parser.add_argument("--anchor", default="none", help="the curve BD-rates are against (default none)")
     args = parser.parse_args()
     methods = args.methods.split(",")
-    rates = per_image_rates(journal_records(args.results), methods, args.steps, args.model)
+    rates = per_image_rates(journal_records(args.results), methods, args.steps, args.model, args.anchor)
     print("| image | " + " | ".join(methods) + " |")
     print("|---|" + "---|" * len(methods))
     for image, row in rates.items():
@@ -56,6 +62,11 @@ def main() -> None:
     for other in methods[1:]:
         wins = sum(row[methods[0]] < row[other] for row in rates.values())
         print(f"{methods[0]} beats {other} on {wins} of {len(rates)} images")
+    for method in methods:
+        values = sorted(row[method] for row in rates.values())
+        if values:
+            print(f"{method} against {args.anchor}: mean {sum(values) / len(values):+.2f} %, median "
+                  f"{values[len(values) // 2]:+.2f} %, {sum(v < 0 for v in values)} of {len(values)} images better")
 
 
 if __name__ == "__main__":

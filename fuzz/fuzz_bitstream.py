@@ -2,12 +2,14 @@
 
     .venv/bin/pip install atheris
     .venv/bin/python fuzz/fuzz_bitstream.py -atheris_runs=200000            # parser only
-    .venv/bin/python fuzz/fuzz_bitstream.py --make-seed /tmp/lfc-corpus     # a valid 64x64 file, CRC stripped
+    .venv/bin/python fuzz/fuzz_bitstream.py --make-seed /tmp/lfc-corpus     # valid 64x64 files (one with a
+                                                                            # decoder update), CRC stripped
     LFC_FUZZ_FIX_CRC=1 .venv/bin/python fuzz/fuzz_bitstream.py /tmp/lfc-corpus -max_total_time=600   # into decode
 
 With LFC_FUZZ_FIX_CRC=1 every input gets a valid CRC appended, so mutations reach the field checks
-and, for small images, CompressAI's entropy decoder with the bundled model. Any exception other
-than LatentfitError (or a crash of the process) is a finding.
+and, for small images, CompressAI's entropy decoder with the bundled model (the decoder update's
+rANS-coded values included). Any exception other than LatentfitError (or a crash of the process) is a
+finding.
 """
 
 import os
@@ -61,11 +63,20 @@ def make_seed(folder: str) -> None:
     from latentfit import RefinementConfig, encode
     from latentfit.imageio import LoadedImage
 
+    from latentfit.codec import entropy_code
+    from latentfit.models.update import ChannelAffine, Update
+
     os.makedirs(folder, exist_ok=True)
     image = LoadedImage(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)), "RGB")
-    data = encode(image, model(), RefinementConfig(method="none")).data
-    with open(os.path.join(folder, "seed.lfc"), "wb") as handle:
-        handle.write(data[:-4])
+    result = encode(image, model(), RefinementConfig(method="none"))
+    values = torch.randint(-3, 4, (ChannelAffine().parameter_count(model().model.g_s),),
+                           generator=torch.Generator().manual_seed(0)).float()
+    latents = result.refinement.latents
+    latents.update = Update(ChannelAffine(), values)
+    _, adapted = entropy_code(image, model(), latents)
+    for name, data in (("seed.lfc", result.data), ("seed-update.lfc", adapted)):
+        with open(os.path.join(folder, name), "wb") as handle:
+            handle.write(data[:-4])
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--make-seed"]:

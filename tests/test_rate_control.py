@@ -63,6 +63,18 @@ def test_bytes_target_is_never_exceeded_and_lands_close(family, crop, plain):
     assert psnr(latentfit.imageio.to_uint8(crop.tensor), pixels) == pytest.approx(stats["psnr"])
 
 
+@pytest.mark.slow
+def test_a_bytes_target_counts_the_decoder_update(family, crop, plain):
+    limit = round((plain[2]["bytes"] * plain[3]["bytes"]) ** 0.5)
+    result = latentfit.encode(crop, family, _config(adapt="decoder:lr_scale=30"), target=Target("bytes", limit))
+    assert len(result.data) <= limit and result.stats["config"]["adapt"]["name"] == "channels"
+    model = next(m for m in family if m.quality == result.stats["quality"])
+    assert psnr(latentfit.imageio.to_uint8(crop.tensor), latentfit.decode(result.data, model)) == pytest.approx(
+        result.stats["psnr"])
+    if result.stream.update is not None:  # its section is part of the file the target was checked on
+        assert len(result.data) > sum(len(s) for s in result.stream.strings) + len(result.stream.update.payload)
+
+
 def test_psnr_target_is_met_by_the_decoded_file(family, crop, plain):
     goal = round((plain[1]["psnr"] + plain[2]["psnr"]) / 2, 2)
     result = latentfit.encode(crop, family, _config(), target=Target("psnr", goal))

@@ -174,6 +174,20 @@ def test_a_lmbda_axis_refines_at_each_multiple_and_resumes(tiny_eval, tmp_path):
     assert curve["results"]["lmbda"] == sorted(r["lmbda"] for r in refined.values())
 
 
+@pytest.mark.slow
+def test_an_adapt_axis_adds_cells_for_refining_methods_only_and_reuses_the_others(tiny_eval, tmp_path):
+    config = dataclasses.replace(tiny_eval, limit=1, adapts=["none", "postfilter"])
+    plain = run_evaluation(dataclasses.replace(config, adapts=["none"]), tmp_path)
+    records = run_evaluation(config, tmp_path)  # the journal's cells are reused: only the adapt cell runs
+    assert len(plain) == 2 and len(records) == 3 and config.identity() == tiny_eval.identity()
+    assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == 3
+    adapted = [r for r in records if r.get("adapt") == "postfilter"]
+    assert len(adapted) == 1 and adapted[0]["method"] == "sga+ssl" and adapted[0]["cell"].endswith("|adapt=postfilter")
+    assert adapted[0]["config"]["adapt"]["name"] == "postfilter" and "update_parameters" in adapted[0]
+    summarise(records, tmp_path)
+    assert (tmp_path / "latentfit-msh-sga+ssl_adapt_postfilter-6.json").exists()  # its own curve
+
+
 @pytest.mark.parametrize("spec, expected", [("sga+ssl3:a=1.4:power=1.4", ("sga+ssl3", {"a": 1.4, "power": 1.4})),
                                             ("sga", ("sga", {}))])
 def test_method_specs_carry_proxy_options(spec, expected):

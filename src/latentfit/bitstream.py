@@ -1,10 +1,11 @@
 """The `.lfc` container: one self-describing file per image.
 
-Layout (big-endian), versions 1 and 2 (the same layout; version 2 computes the scale-table
-indexes from `h_s(ẑ)` in float64, so files cross machines: see `models.entropy.scale_indexes`)::
+Layout (big-endian), versions 1, 2 and 3 (the same layout; version 2 computes the scale-table
+indexes from `h_s(ẑ)` in float64, so files cross machines: see `models.entropy.scale_indexes`;
+version 3 is version 2 with a decoder update section, and only files with an update are written as 3)::
 
     magic        4  b"\\x89LFC"
-    version      1  = 2 (1 is still read)
+    version      1  = 2, or 3 with an update (1 is still read)
     flags        1  bit 0: source image was grayscale (decode writes L)
     name_len     1  then the model name, ASCII
     quality      1
@@ -14,6 +15,14 @@ indexes from `h_s(ẑ)` in float64, so files cross machines: see `models.entropy
     n_latents    1  then per latent: h (2), w (2)   (y first, then z)
     index_crc    4  CRC-32 of the encoder's scale-table indexes (0 without a hyperprior)
     n_strings    1  then per string: length (4), bytes
+    update          (version 3 only) a per-image decoder update (`latentfit.models.update`):
+      form       1  which parameters it changes
+      argument   1  the form's option (the post-filter's kernel size; 0 for none)
+      step_exp   1  values are multiples of 2^-step_exp
+      decay      1  the discrete Laplace law the values are coded with
+      count      4  how many values
+      length     4  then the rANS-coded values
+      crc32      4  CRC-32 of the update section's bytes before it
     crc32        4  CRC-32 of everything before it
 
 The reader treats every file as untrusted: each length is checked against what remains, image
@@ -30,8 +39,10 @@ from .errors import BitstreamError
 
 MAGIC = b"\x89LFC"
 VERSION = 2
+#: The version of files with a decoder update section (the latents coded as in version 2).
+UPDATE_VERSION = 3
 #: Versions this reader decodes.
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 FLAG_GRAYSCALE = 1
 #: Largest image a file may describe (the decoder refuses more; 8K UHD is 33 Mpx).
 MAX_PIXELS = 64 * 1024 * 1024
@@ -40,6 +51,31 @@ MAX_SIDE = 65535
 #: checkerboard context codes the anchors and the others separately, ELIC two for each of its channel
 #: groups: its architecture says how many).  Raised from 8 to 32 with ELIC; files with 8 or fewer are as before.
 MAX_STRINGS = 32
+#: Fewest and most values a decoder update may have (the bundled models' forms have 12 to 774;
+#: CompressAI's rANS encoder overruns its buffer on one or two symbols) and its fewest coded bytes (the
+#: rANS decoder reads a 4-byte state first).
+MIN_UPDATE_VALUES = 8
+MAX_UPDATE_VALUES = 1 << 20
+MIN_UPDATE_PAYLOAD = 4
+#: Bytes of an update section besides its coded values.
+UPDATE_SECTION_OVERHEAD = 4 + 4 + 4 + 4
+
+
+@dataclass(frozen=True)
+class UpdateSection:
+    """A file's decoder update as stored: the fields of the section (see the layout above)."""
+
+    form: int
+    argument: int
+    step_exp: int
+    decay: int
+    count: int
+    payload: bytes
+
+    def to_bytes(self) -> bytes:
+        head = struct.pack(">BBBBII", self.form, self.argument, self.step_exp, self.decay, self.count,
+                           len(self.payload)) + self.payload
+        return head + struct.pack(">I", zlib.crc32(head))
 
 
 @dataclass
@@ -56,6 +92,11 @@ class Bitstream:
     grayscale: bool = False
     index_checksum: int = 0
     version: int = VERSION
+    update: UpdateSection | None = None
+
+    def __post_init__(self):
+        if self.update is not None:
+            self.version = UPDATE_VERSION
 
     @property
     def pixels(self) -> int:
@@ -73,7 +114,8 @@ class Bitstream:
             "string_bytes": [len(s) for s in self.strings],
             "grayscale": self.grayscale,
             "index_checksum": f"{self.index_checksum:08x}",
-        }
+        } | ({} if self.update is None else {"update_bytes": len(self.update.to_bytes()),
+                                             "update_parameters": self.update.count})
 
 
 def check_image_size(height: int, width: int) -> None:
@@ -105,6 +147,10 @@ def to_bytes(stream: Bitstream) -> bytes:
     ]
     for string in stream.strings:
         parts += [struct.pack(">I", len(string)), string]
+    if (stream.update is not None) != (stream.version == UPDATE_VERSION):
+        raise BitstreamError(f"a version {stream.version} file {'cannot' if stream.update else 'must'} hold an update")
+    if stream.update is not None:
+        parts.append(stream.update.to_bytes())
     body = b"".join(parts)
     return body + struct.pack(">I", zlib.crc32(body))
 
@@ -168,7 +214,24 @@ def from_bytes(data: bytes, source: str = "bitstream") -> Bitstream:
     for index in range(n_strings):
         (length,) = reader.unpack(">I", f"length of string {index}")
         strings.append(reader.take(length, f"string {index} ({length} bytes)"))
+    update = _read_update(reader) if version == UPDATE_VERSION else None
     if reader.pos != len(body):
         raise BitstreamError(f"{source}: {len(body) - reader.pos} unexpected trailing bytes")
     return Bitstream(name, quality, digest, height, width, shapes, strings, bool(flags & FLAG_GRAYSCALE),
-                     index_checksum, version)
+                     index_checksum, version, update)
+
+
+def _read_update(reader: _Reader) -> UpdateSection:
+    """The update section at the reader's position, its own CRC checked."""
+    begin = reader.pos
+    form, argument, step_exp, decay, count, length = reader.unpack(">BBBBII", "update header")
+    if not MIN_UPDATE_VALUES <= count <= MAX_UPDATE_VALUES:
+        raise BitstreamError(f"{reader.source}: decoder update of {count} values (expected {MIN_UPDATE_VALUES} to "
+                             f"{MAX_UPDATE_VALUES})")
+    if length < MIN_UPDATE_PAYLOAD:
+        raise BitstreamError(f"{reader.source}: decoder update of {length} coded bytes (at least {MIN_UPDATE_PAYLOAD})")
+    payload = reader.take(length, f"decoder update ({length} bytes)")
+    (crc,) = reader.unpack(">I", "decoder update checksum")
+    if zlib.crc32(reader.data[begin : reader.pos - 4]) != crc:
+        raise BitstreamError(f"{reader.source}: corrupted decoder update (checksum mismatch)")
+    return UpdateSection(form, argument, step_exp, decay, count, payload)

@@ -109,6 +109,9 @@ HELP = {
     "workers": "A folder's images in this many parallel processes (a local Ray instance; 1: one after another).",
     "ray_address": "Encode a folder's images on this existing Ray cluster (the paths must be readable there).",
     "model": "Model name (default: the bundled latentfit-msh).",
+    "adapt": "Also refine a per-image decoder update, sent in the file and paid for in its bits: none, decoder "
+             "(a scale and bias per channel of the decoder's layers), or postfilter[:kernel=3|5|7]; the file without "
+             "it is kept where that is better. Whole images only (with --tile none for images over 4 megapixels).",
 }
 #: The encode options that are `RefinementConfig` fields of the same name (the rest are the command's own).
 REFINEMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(RefinementConfig))
@@ -132,6 +135,7 @@ def encode(
     evaluations: str = typer.Option(RefinementConfig.evaluations, help=HELP["evaluations"]),
     variables: str = typer.Option(RefinementConfig.variables, help=HELP["variables"]),
     closed_loop: int = typer.Option(RefinementConfig.closed_loop, help=HELP["closed_loop"]),
+    adapt: str = typer.Option(RefinementConfig.adapt, help=HELP["adapt"]),
     tau_max: Optional[float] = typer.Option(None, help=HELP["tau_max"]),
     tau_rate: Optional[float] = typer.Option(None, help=HELP["tau_rate"]),
     t0: Optional[float] = typer.Option(None, help=HELP["t0"]),
@@ -257,8 +261,10 @@ def _report(stats: dict, as_json: bool) -> None:
         typer.echo(f"{head} (target {target['kind']} {target['value']:g}: quality {stats['quality']}, "
                    f"λ {stats['lmbda']:.5f}, {stats['method']}, {stats['steps_run']} steps, {stats['seconds']:.1f} s)")
         return
+    update = (f", decoder update {stats['update_bytes']} bytes" if stats.get("update_bytes")
+              else ", no decoder update (it did not pay)" if "update_bytes" in stats else "")
     typer.echo(f"{head} (true loss {stats['true_loss_initial']:.4f} -> {stats['true_loss_final']:.4f}, "
-               f"{stats['method']}, {stats['steps_run']} steps, {stats['seconds']:.1f} s)")
+               f"{stats['method']}, {stats['steps_run']} steps{update}, {stats['seconds']:.1f} s)")
 
 
 def _encode_folder(folder: Path, outdir: Path, latent_model, config, force: bool, progress: bool, device: str,
@@ -495,6 +501,8 @@ def evaluate(
     closed_loop: int = typer.Option(PAPERS_PROTOCOL.closed_loop, help=CLOSED_LOOP_HELP + " Also for none, which "
                                     "is then that start."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
+    adapt: str = typer.Option("none", help="Comma-separated decoder updates of the refining cells (an axis; see "
+                              "encode --adapt), e.g. none,decoder."),
     seed: int = typer.Option(PAPERS_PROTOCOL.seed, help=HELP["seed"]),
     classical: str = typer.Option("", help="Comma-separated classical codecs, each with options overriding its "
                                   "best-compression defaults if any, e.g. avif:speed=6. Codecs (defaults): "
@@ -514,6 +522,9 @@ def evaluate(
     methods = [m.strip() for m in method.split(",") if m.strip()]
     for name in methods:
         parse_method(name)
+    adapts = [a.strip() for a in adapt.split(",") if a.strip()] or ["none"]
+    for spec in adapts:
+        dataclasses.replace(protocol, adapt=spec)  # an unknown form or option is refused before any work
     _set_threads(threads)
     qualities = _int_list(quality, "--quality")
     if checkpoint is not None:
@@ -523,7 +534,7 @@ def evaluate(
     config = EvalConfig(datasets=[str(d) for d in datasets], model=model, qualities=qualities,
                         checkpoint=str(checkpoint) if checkpoint else None, lmbda_points=points, methods=methods,
                         steps=_int_list(steps, "--steps"), refinement=protocol, crop=_crop(crop), limit=limit,
-                        classical=[c.strip() for c in classical.split(",") if c.strip()])
+                        classical=[c.strip() for c in classical.split(",") if c.strip()], adapts=adapts)
     _run_evaluation(config, output, device, workers, ray_address, progress)
 
 

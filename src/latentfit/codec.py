@@ -13,15 +13,17 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from . import bitstream
 from .bitstream import Bitstream, BitstreamError
 from .config import resolve_precision
 from .imageio import LoadedImage, to_uint8
-from .metrics import bits_per_pixel, ms_ssim, psnr
+from .metrics import bits_per_pixel, ms_ssim, psnr, rd_loss
 from .config import RefinementConfig
 from .loop import RefinementResult
 from .models.adapter import LatentModel
+from .models.update import Update, decode_update, update_form
 
 
 @dataclass
@@ -41,14 +43,23 @@ GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L"})
 
 
 def entropy_code(image: LoadedImage, model: LatentModel, latents) -> tuple[Bitstream, bytes]:
-    """The `.lfc` stream of `latents` for `image` and its bytes: what the file will hold."""
+    """The `.lfc` stream of `latents` for `image` and its bytes: what the file will hold (with a
+    decoder update section when `latents.update` has a value that is not zero)."""
     strings, shapes, index_checksum = model.compress(latents)
     stream = Bitstream(
         model_name=model.name, quality=model.quality, digest=model.digest, height=image.height, width=image.width,
         latent_shapes=shapes, strings=strings, grayscale=image.source_mode in GRAYSCALE_MODES,
-        index_checksum=index_checksum,
+        index_checksum=index_checksum, update=None if latents.update is None else latents.update.section(),
     )
     return stream, bitstream.to_bytes(stream)
+
+
+def file_loss(image: LoadedImage, data: bytes, decoded: np.ndarray, lmbda: float) -> float:
+    """The loss of a real file: its bytes per pixel plus λ·255²·MSE of its decoded pixels against the
+    image's (both as 8-bit pixels)."""
+    reference = to_uint8(image.tensor).astype(np.float64)
+    mse = float(np.mean((decoded.astype(np.float64) - reference) ** 2)) / 255.0**2
+    return float(rd_loss(bits_per_pixel(len(data), image.height, image.width), mse, lmbda))
 
 
 class StageClock:
@@ -97,6 +108,7 @@ def encode_stats(image: LoadedImage, model: LatentModel, config: RefinementConfi
         "seed": result.seed,
         "time_budget": config.time_budget,
         "precision": resolve_precision(config.precision, model.device),  # of the proxy pass; the file is fp32
+        "adapt": config.adapt,
         "config": config.to_dict(),  # the whole configuration: `RefinementConfig.from_dict` re-runs it
     }
     if model.encoder:  # a fine-tuned encoder over a base model: the file is the base model's, and decodes with it
@@ -131,11 +143,24 @@ def check_stream_matches(stream: Bitstream, model: LatentModel, source: str = "b
                              f"{expected}")
 
 
+def stream_update(stream: Bitstream, model: LatentModel, source: str = "bitstream") -> Update | None:
+    """The decoder update a stream holds, checked against the model's decoder (None without one)."""
+    if stream.update is None:
+        return None
+    form = update_form(stream.update, source)
+    expected = form.parameter_count(model.model.g_s)
+    if stream.update.count != expected:
+        raise BitstreamError(f"{source}: a {form.name} update of {stream.update.count} values, but this decoder "
+                             f"takes {expected}")
+    return Update(form, torch.from_numpy(decode_update(stream.update, source)).float())
+
+
 def decode_stream(stream: Bitstream, model: LatentModel, source: str = "bitstream") -> np.ndarray:
     """(H, W, 3) uint8 pixels of a parsed stream."""
     check_stream_matches(stream, model, source)
+    update = stream_update(stream, model, source)
     try:
-        x_hat = model.decompress(stream.strings, stream.latent_shapes, stream.index_checksum, stream.version)
+        x_hat = model.decompress(stream.strings, stream.latent_shapes, stream.index_checksum, stream.version, update)
     except BitstreamError as exc:
         raise BitstreamError(f"{source}: {exc}") from None
     return to_uint8(x_hat[..., : stream.height, : stream.width])

@@ -116,6 +116,10 @@ class RefinementConfig:
     #: encoder's (`LatentModel.closed_loop_analysis`). 0: the encoder's latents as they are.
     closed_loop: int = 0
     closed_loop_step: float = CLOSED_LOOP_STEP
+    #: A per-image decoder update refined with the latents and sent in the file, its bits in the loss
+    #: (`latentfit.models.update`): "none", "decoder" (the recommended form), or a form with options,
+    #: "postfilter:kernel=5". The encoder keeps the file without it when that one is better.
+    adapt: str = "none"
 
     def __post_init__(self):
         name, spec_options = parse_method(self.method)
@@ -153,6 +157,14 @@ class RefinementConfig:
             raise LatentfitError(f"closed-loop passes must be an integer >= 0, got {self.closed_loop!r}")
         if not 0 < self.closed_loop_step <= 1:
             raise LatentfitError(f"closed-loop step must be in (0, 1], got {self.closed_loop_step}")
+        if self.update_form() is not None and self.compile:
+            raise LatentfitError("a decoder update (adapt) cannot be refined with compiled proxy copies (compile)")
+
+    def update_form(self):
+        """The decoder update form `adapt` names (None for "none"): `models.update.adapt_form`."""
+        from .models.update import adapt_form
+
+        return adapt_form(self.adapt)
 
     @cached_property
     def _proxy(self) -> QuantizationProxy:
@@ -229,7 +241,11 @@ class RefinementConfig:
                         "record_trace": self.record_trace}
                        | ({"precision": self.precision} if self.precision != "fp32" else {}),  # as before it existed
         } | ({"start": {"closed_loop": self.closed_loop, "closed_loop_step": self.closed_loop_step}}
-             if self.closed_loop else {})  # absent without passes: records as before it existed
+             if self.closed_loop else {}) | self._adapt_record()  # both absent by default: records as before
+
+    def _adapt_record(self) -> dict:
+        form = self.update_form()
+        return {} if form is None else {"adapt": form.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "RefinementConfig":
@@ -255,9 +271,11 @@ class RefinementConfig:
                 start, end = temperature["budget_tau"]
                 schedule = BudgetTemperature(start, end).for_run(get_proxy(method, **proxy).default_schedule(),
                                                                  stopping["steps"])
+            adapt = dict(data.get("adapt", {"name": "none"}))
+            adapt = ":".join([adapt.pop("name")] + [f"{key}={value}" for key, value in adapt.items()])
             return cls(method=method, proxy_options=proxy, lmbda=data["lmbda"], seed=data["seed"],
                        variables=data["variables"], schedule=schedule, **optimiser, **stopping, **runtime,
-                       **data.get("start", {}))
+                       **data.get("start", {}), adapt=adapt)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise LatentfitError(f"not a refinement config: {type(exc).__name__} {exc}") from None
 

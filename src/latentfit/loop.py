@@ -192,7 +192,11 @@ def optimise(
     steps = config.planned_steps()
     schedule = config.temperature(steps)
     lr = config.learning_rate()
-    optimizer = torch.optim.Adam(problem.variables, lr=lr)
+    # a problem may scale the lr of some variables (a decoder update's against the latents')
+    scales = getattr(problem, "lr_scales", None) or [1.0] * len(problem.variables)
+    groups = ([{"params": problem.variables, "lr_scale": 1.0}] if all(s == 1.0 for s in scales)
+              else [{"params": [v], "lr_scale": s} for v, s in zip(problem.variables, scales)])
+    optimizer = torch.optim.Adam(groups, lr=lr)
     best, best_variables, best_step = initial, problem.snapshot(), 0
     pace = _Pace(deadline, eval_seconds)
     auto_fit = config.steps == "auto" and pace.end is not None
@@ -206,7 +210,7 @@ def optimise(
         step += 1
         tau = schedule(step - 1)
         for group in optimizer.param_groups:
-            group["lr"] = lr_schedule(step - 1, steps, lr)
+            group["lr"] = lr_schedule(step - 1, steps, lr) * group["lr_scale"]
         proxy_loss = problem.proxy_loss(lambda v: proxy.relax(v, tau, generator))
         optimizer.zero_grad(set_to_none=True)
         proxy_loss.backward()

@@ -9,7 +9,8 @@ An encode at a fixed λ (`encode`, the default) runs these stages in order:
    (`loop.LoopHook`: the progress bar, the trace; rate control's λ steering);
 4. **entropy-code**: the latents into a `.lfc` stream and its bytes (`codec.entropy_code`);
 5. **verify**: decode those bytes as a decoder will (`codec.decode_stream`), so every figure
-   describes the real file;
+   describes the real file; with a decoder update (`--adapt`), the file without it is coded and
+   decoded too and the one of lower real loss kept (`keep_better`);
 6. **statistics**: bytes, bpp, PSNR, MS-SSIM, the losses, the configuration, the time parts
    (`codec.encode_stats`).
 
@@ -31,12 +32,12 @@ import time
 from typing import Callable, Sequence
 
 from . import rate_control
-from .codec import EncodeResult, StageClock, decode, decode_stream, encode_stats, entropy_code
+from .codec import EncodeResult, StageClock, decode, decode_stream, encode_stats, entropy_code, file_loss
 from .config import RefinementConfig
 from .deadline import Deadline
 from .errors import LatentfitError
 from .imageio import LoadedImage, pad_to_multiple
-from .loop import LoopHook, Progress
+from .loop import LoopHook, Progress, TrueLoss
 from .models.adapter import LatentModel
 from .rate_control import Target
 from .refine import refine, start
@@ -91,9 +92,36 @@ def encode_at(image: LoadedImage, model: LatentModel, config: RefinementConfig, 
     clock.mark("coding")
     stream, data = entropy_code(image, model, result.latents)  # 4: entropy-code
     clock.mark("check")
-    decoded = decode_stream(stream, model)  # 5: verify
-    stats = encode_stats(image, model, config, result, data, decoded, clock)  # 6: statistics
-    return EncodeResult(data, stream, result, decoded, stats)
+    encoded = EncodeResult(data, stream, result, decode_stream(stream, model))  # 5: verify
+    encoded, comparison = keep_better(image, model, lmbda, encoded)
+    encoded.stats = encode_stats(image, model, config, encoded.refinement, encoded.data, encoded.decoded,
+                                 clock) | comparison  # 6: statistics
+    return encoded
+
+
+def keep_better(image: LoadedImage, model: LatentModel, lmbda: float, encoded: EncodeResult
+                ) -> tuple[EncodeResult, dict]:
+    """With a decoder update in the file, the same latents' file without it (coded and decoded) when
+    its real loss (`codec.file_loss`) is not higher: an update is only written where it pays. The
+    second value is what `--json` says of the update (nothing without one)."""
+    update = encoded.refinement.latents.update
+    if update is None:
+        return encoded, {}
+    parameters = update.values.numel()
+    if encoded.stream.update is None:  # refined to all zeros: nothing was written
+        return encoded, {"update_bytes": 0, "update_parameters": parameters}
+    plain_latents = dataclasses.replace(encoded.refinement.latents, update=None)
+    stream, data = entropy_code(image, model, plain_latents)
+    x = image.tensor.to(model.device)
+    plain_true = TrueLoss.of(model.true_rate_distortion(plain_latents, x, lmbda))
+    plain = EncodeResult(data, stream, dataclasses.replace(encoded.refinement, latents=plain_latents, final=plain_true),
+                         decode_stream(stream, model))
+    with_update, without = (file_loss(image, e.data, e.decoded, lmbda) for e in (encoded, plain))
+    comparison = {"file_loss_with_update": with_update, "file_loss_without_update": without}
+    if without <= with_update:
+        return plain, comparison | {"update_bytes": 0, "update_parameters": parameters}
+    return encoded, comparison | {"update_bytes": len(encoded.stream.update.to_bytes()),
+                                  "update_parameters": parameters}
 
 
 def encode_to_target(image: LoadedImage, models: LatentModel | Sequence[LatentModel], target: Target,
@@ -104,7 +132,7 @@ def encode_to_target(image: LoadedImage, models: LatentModel | Sequence[LatentMo
     config = rate_control.protocol(config)
     deadline = Deadline(clock.started, config.time_budget, ENCODE_TAIL_EVALUATIONS)
     clock.mark("began")
-    plain = dataclasses.replace(config, method="none", proxy_options={}, lmbda=None, tile=None)
+    plain = dataclasses.replace(config, method="none", proxy_options={}, lmbda=None, tile=None, adapt="none")
 
     def encode_plain(model: LatentModel) -> EncodeResult:
         return encode_at(image, model, plain, (), StageClock(clock.started), deadline)

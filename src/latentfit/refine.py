@@ -28,6 +28,7 @@ from .errors import LatentfitError
 from .imageio import pad_to_multiple
 from .loop import LoopHook, Progress, RefinementResult, Start, Trace, TraceRecord, TrueLoss, optimise
 from .models.adapter import LatentModel, Latents
+from .models.update import Update
 from .tiling import refine_tiles
 
 __all__ = [
@@ -38,7 +39,8 @@ __all__ = [
 
 
 class WholeImage:
-    """The untiled problem: `(y, z)` of the whole image (or `y` alone, `z = h_a(y)`)."""
+    """The untiled problem: `(y, z)` of the whole image (or `y` alone, `z = h_a(y)`), and with
+    `config.adapt` a decoder update refined with them (from zero, i.e. the decoder as trained)."""
 
     def __init__(self, model: LatentModel, x: Tensor, latents: Latents, lmbda: float, config: RefinementConfig):
         self.model, self.x, self.lmbda = model, x, lmbda
@@ -48,13 +50,20 @@ class WholeImage:
         self.y = latents.y.detach().clone().requires_grad_(True)
         self.z = latents.z.detach().clone().requires_grad_(True) if self.joint else None
         self.variables = [self.y] + ([self.z] if self.joint else [])
+        self.form = config.update_form()
+        self.lr_scales = [1.0] * len(self.variables)
+        if self.form is not None:
+            update = latents.update or Update.zero(self.form, model.model.g_s, model.device)
+            self.variables.append(update.values.detach().clone().requires_grad_(True))
+            self.lr_scales.append(self.form.lr_scale)
 
     def latents(self, variables: list[Tensor] | None = None) -> Latents:
         variables = self.variables if variables is None else variables
+        update = Update(self.form, variables[-1]) if self.form is not None else None
         y = variables[0]
         if not self.model.has_hyperprior:
-            return Latents(y)
-        return Latents(y, variables[1] if self.joint else self.model.hyper_analysis(y))
+            return Latents(y, update=update)
+        return Latents(y, variables[1] if self.joint else self.model.hyper_analysis(y), update)
 
     def proxy_loss(self, relax):
         return self.fast.rate_distortion(self.latents(), self.x, self.lmbda, relax).loss
@@ -116,6 +125,9 @@ def refine(model: LatentModel, x: Tensor, begin: Start, config: RefinementConfig
     x = x.to(model.device)
     tile = tile_size(model, x, config)
     if tile is not None and config.proxy().refines:
+        if config.update_form() is not None:
+            raise LatentfitError(f"a decoder update (adapt {config.adapt}) is refined on the whole image, and this one "
+                                 f"would be refined in tiles of {tile} pixels: refine it whole (tile none) or adapt none")
         return refine_tiles(model, x, begin, config, lmbda, tile, deadline, hooks)
     problem = WholeImage(model, x, begin.latents, lmbda, config)
     generator = torch.Generator(device=model.device).manual_seed(config.seed)

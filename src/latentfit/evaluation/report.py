@@ -19,7 +19,7 @@ from ..imageio import atomic_write_bytes, center_box, center_crop, load_image, t
 from ..models.registry import load_model
 from ..relaxations import is_plain
 from .classical import is_classical
-from .runner import Cell, EvalConfig, cell_file
+from .runner import Cell, EvalConfig, cell_file, curve_method
 
 
 def _png_uri(pixels: np.ndarray) -> str:
@@ -55,7 +55,7 @@ def _viewer_rows(records: list[dict], config: EvalConfig, results_dir: Path, ima
         panels = [("original", original, "")]
         try:
             for record in (baseline, match):
-                cell = Cell(record["image"], record["quality"], record["method"], record["steps"])
+                cell = Cell.of(record)
                 path = cell_file(results_dir, cell)
                 if not path.exists():
                     raise LatentfitError(f"{path}: missing")
@@ -99,7 +99,7 @@ def write_report(records: list[dict], summary: dict, config: EvalConfig, results
     )
     averages: dict[tuple, list[dict]] = defaultdict(list)
     for record in records:
-        averages[(record["model"], record["method"], record["steps"], record["quality"])].append(record)
+        averages[(record["model"], curve_method(record), record["steps"], record["quality"])].append(record)
     def mean(rows: list[dict], key: str, digits: int) -> str:  # "—" where any image lacks the value
         values = [r.get(key) for r in rows]
         return "—" if any(v is None for v in values) else f"{sum(values) / len(values):.{digits}f}"

@@ -59,6 +59,8 @@ class EvalConfig:
     lmbda_points: list[str] = field(default_factory=lambda: [""])
     #: torch threads per cell (0: leave as is in-process; Ray tasks use 1).
     threads: int = 0
+    #: The decoder update axis (`RefinementConfig.adapt` of the refining cells; `none` has none).
+    adapts: list[str] = field(default_factory=lambda: ["none"])
 
     def protocol(self) -> RefinementConfig:
         """The refinement settings every learned cell shares (each cell adds its method, steps and λ)."""
@@ -90,10 +92,18 @@ class Cell:
     method: str
     steps: int
     lmbda_point: str = ""  # see EvalConfig.lmbda_points
+    adapt: str = "none"  # see EvalConfig.adapts
 
     @property
     def key(self) -> str:
-        return f"{self.image}|q{self.quality}|{self.method}|{self.steps}" + (f"|λ{self.lmbda_point}" if self.lmbda_point else "")
+        return (f"{self.image}|q{self.quality}|{self.method}|{self.steps}" + (f"|λ{self.lmbda_point}" if self.lmbda_point else "")
+                + (f"|adapt={self.adapt}" if self.adapt != "none" else ""))
+
+    @classmethod
+    def of(cls, record: dict) -> "Cell":
+        """The cell a record was made for."""
+        return cls(record["image"], record["quality"], record["method"], record["steps"],
+                   record.get("lmbda_point", ""), record.get("adapt", "none"))
 
 
 def lmbda_point(text: str) -> str:
@@ -132,7 +142,8 @@ def cells(config: EvalConfig) -> Iterator[tuple[Cell, Path]]:
             for method in config.methods:
                 for steps in [0] if is_plain(method) else config.steps:
                     for point in [""] if is_plain(method) else config.lmbda_points:
-                        yield Cell(f"{Path(path).parent.name}/{path.name}", quality, method, steps, point), path
+                        for adapt in ["none"] if is_plain(method) else config.adapts:
+                            yield Cell(f"{Path(path).parent.name}/{path.name}", quality, method, steps, point, adapt), path
     for spec in config.classical:  # after the learned cells, whose PSNR range each image's sweep brackets
         for path in images:
             for level in range(SWEEP_LEVELS):
@@ -219,7 +230,8 @@ def evaluate_cell(config: EvalConfig, cell: Cell, path: str, device: str = "cpu"
         _MODEL_CACHE[key] = eval_model(config, cell.quality, device)
     model = _MODEL_CACHE[key]
     lmbda = resolve_lmbda(cell.lmbda_point, model.lmbda, config.refinement.lmbda)
-    refinement = dataclasses.replace(config.protocol(), method=cell.method, steps=cell.steps, lmbda=lmbda)
+    refinement = dataclasses.replace(config.protocol(), method=cell.method, steps=cell.steps, lmbda=lmbda,
+                                     adapt=cell.adapt)
     result = encode(image, model, refinement)
     # the method as the grid names it (with its options, e.g. sga+ssl3:a=1.4), not only the proxy's name
     record = {"cell": cell.key, "config_id": config.identity()} | asdict(cell) | result.stats | {
@@ -275,8 +287,7 @@ def run_evaluation(config: EvalConfig, results_dir: str | os.PathLike, device: s
     with Journal(results_dir / "cells.jsonl").writer() as append:
         for record, data in source:
             if data is not None:
-                cell = Cell(record["image"], record["quality"], record["method"], record["steps"],
-                            record.get("lmbda_point", ""))
+                cell = Cell.of(record)
                 atomic_write_bytes(cell_file(results_dir, cell), data, force=True)
             append(record)
             done[record["cell"]] = record
@@ -340,12 +351,19 @@ def mean_points(by_quality: dict[int, list[dict]], images: set[str]) -> list[tup
     return list(zip(mean_curve(by_quality, images, "bpp"), mean_curve(by_quality, images, "psnr")))
 
 
+def curve_method(record: dict) -> str:
+    """The method a record's curve is named by: its method, and its decoder update if it has one
+    ("sga+ssl adapt=decoder")."""
+    adapt = record.get("adapt", "none")
+    return record["method"] if adapt == "none" else f"{record['method']} adapt={adapt}"
+
+
 def lmbda_curves(records: list[dict]) -> set[tuple]:
     """The (model, method, steps) whose curve runs along the λ axis: one quality, several λ entries (a
     model refined at other λ). The others run along the qualities, one curve per λ entry."""
     shapes: dict[tuple, tuple[set, set]] = defaultdict(lambda: (set(), set()))
     for r in records:
-        qualities, points = shapes[(r["model"], r["method"], r["steps"])]
+        qualities, points = shapes[(r["model"], curve_method(r), r["steps"])]
         qualities.add(r["quality"])
         points.add(r.get("lmbda_point", ""))
     return {key for key, (qualities, points) in shapes.items() if len(qualities) == 1 and len(points) > 1}
@@ -354,17 +372,17 @@ def lmbda_curves(records: list[dict]) -> set[tuple]:
 def curve_key(record: dict, along: set[tuple]) -> tuple:
     """(model, method, steps) of the curve `record` belongs to; `steps` carries the λ entry as
     "500|λx0.5" when curves are per λ entry, or "500|λ-q2" for quality 2's curve along λ."""
-    point, steps = record.get("lmbda_point", ""), record["steps"]
-    if (record["model"], record["method"], steps) in along:
+    point, steps, method = record.get("lmbda_point", ""), record["steps"], curve_method(record)
+    if (record["model"], method, steps) in along:
         steps = f"{steps}|λ-q{record['quality']}"
     elif point:
         steps = f"{steps}|λ{point}"
-    return record["model"], record["method"], steps
+    return record["model"], method, steps
 
 
 def curve_position(record: dict, along: set[tuple]) -> float:
     """Where `record` sits on its curve: its quality, or on a curve along λ, the λ it ran at."""
-    return record["lmbda"] if (record["model"], record["method"], record["steps"]) in along else record["quality"]
+    return record["lmbda"] if (record["model"], curve_method(record), record["steps"]) in along else record["quality"]
 
 
 def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:

@@ -23,6 +23,7 @@ from ..metrics import psnr_from_mse, rd_loss
 from .architectures import Architecture, architecture_for
 from .architectures.parts import Relaxation
 from .entropy import FORMAT_VERSION, IndexMismatchError, deterministic, index_checksum
+from .update import Update
 from .weights import weights_digest
 
 __all__ = ["IndexMismatchError", "LatentModel", "Latents", "RateDistortion", "Relaxation", "deterministic",
@@ -31,13 +32,16 @@ __all__ = ["IndexMismatchError", "LatentModel", "Latents", "RateDistortion", "Re
 
 @dataclass
 class Latents:
-    """What is transmitted: `y` (B, M, h, w) and, for hyperprior models, `z` (B, N, h/4, w/4)."""
+    """What is transmitted: `y` (B, M, h, w), for hyperprior models `z` (B, N, h/4, w/4), and with
+    `--adapt` a decoder update (`models.update.Update`; None: the decoder as trained)."""
 
     y: Tensor
     z: Tensor | None = None
+    update: Update | None = None
 
     def detach(self) -> "Latents":
-        return Latents(self.y.detach().clone(), None if self.z is None else self.z.detach().clone())
+        return Latents(self.y.detach().clone(), None if self.z is None else self.z.detach().clone(),
+                       None if self.update is None else self.update.detach())
 
 
 @dataclass
@@ -215,10 +219,19 @@ class LatentModel:
         (the architecture's `rate` says how `μ` is found).
 
         `x` is the unpadded image (1, 3, H, W); the reconstruction is cropped to it and, with
-        `clamp`, clamped to [0, 1] as the decoder does.
+        `clamp`, clamped to [0, 1] as the decoder does. A decoder update in `latents` acts on `g_s`
+        and adds its bits: relaxed by `relax` and its surrogate rate, or with `clamp` (the decoder's
+        view) rounded and its real code length.
         """
         bits, y_tilde = self.arch.rate(self.model, latents.y, latents.z, relax)
-        x_hat = self.model.g_s(y_tilde)[..., : x.shape[-2], : x.shape[-1]]
+        if latents.update is None:
+            x_hat = self.model.g_s(y_tilde)
+        else:
+            theta, update_bits = latents.update.relaxed(exact=clamp)
+            with latents.update.form.applied(self.model.g_s, theta):
+                x_hat = self.model.g_s(y_tilde)
+            bits = bits + update_bits
+        x_hat = x_hat[..., : x.shape[-2], : x.shape[-1]]
         if clamp:
             x_hat = x_hat.clamp(0, 1)
         pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
@@ -271,16 +284,21 @@ class LatentModel:
 
     @torch.no_grad()
     def decompress(self, strings: list[bytes], shapes: list[tuple[int, int]], index_checksum: int | None = None,
-                   format_version: int = FORMAT_VERSION) -> Tensor:
-        """`x̂ = g_s(ŷ)` clamped to [0, 1], from the strings written by `compress` (mirrors it).
+                   format_version: int = FORMAT_VERSION, update: Update | None = None) -> Tensor:
+        """`x̂ = g_s(ŷ)` clamped to [0, 1], from the strings written by `compress` (mirrors it), with
+        the file's decoder `update` applied to `g_s` for this call (the model stays as trained).
 
         With `index_checksum`, refuses (IndexMismatchError) when this machine's scale indexes differ
         from the encoder's, instead of decoding garbage.
         """
         with deterministic(self.device):
-            return self._decompress(strings, shapes, index_checksum, format_version)
+            return self._decompress(strings, shapes, index_checksum, format_version, update)
 
     def _decompress(self, strings: list[bytes], shapes: list[tuple[int, int]], index_checksum: int | None,
-                    format_version: int) -> Tensor:
-        y_hat = self.arch.decompress(self._coder(), strings, shapes, format_version, index_checksum)
-        return self.model.g_s(y_hat.to(self.device)).clamp_(0, 1)
+                    format_version: int, update: Update | None) -> Tensor:
+        y_hat = self.arch.decompress(self._coder(), strings, shapes, format_version, index_checksum).to(self.device)
+        if update is None:
+            return self.model.g_s(y_hat).clamp_(0, 1)
+        theta = torch.round(update.values.to(self.device)) * update.form.step
+        with update.form.applied(self.model.g_s, theta):
+            return self.model.g_s(y_hat).clamp_(0, 1)
