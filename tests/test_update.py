@@ -175,6 +175,12 @@ def test_refining_with_an_update_lowers_the_true_loss_and_the_update_gets_a_grad
     assert problem.true_loss().loss == pytest.approx(begin.loss.loss, rel=1e-6)  # a zero update costs nothing
     problem.proxy_loss(torch.round).backward()
     assert problem.variables[-1].grad.abs().sum() > 0
+    with torch.no_grad():  # a non-zero update: the true rate is the latents' plus the real section's bytes
+        problem.variables[-1][:50] = 3.0
+    update = problem.latents().update
+    pixels = x.shape[-2] * x.shape[-1]
+    assert problem.true_loss().bpp == pytest.approx(begin.loss.bpp + 8 * update.coded_bytes() / pixels, rel=1e-5)
+    assert update.coded_bytes() == len(update.section().to_bytes()) > 16
 
 
 @pytest.mark.slow
