@@ -57,8 +57,6 @@ MAX_STRINGS = 32
 MIN_UPDATE_VALUES = 8
 MAX_UPDATE_VALUES = 1 << 20
 MIN_UPDATE_PAYLOAD = 4
-#: Bytes of an update section besides its coded values.
-UPDATE_SECTION_OVERHEAD = 4 + 4 + 4 + 4
 
 
 @dataclass(frozen=True)

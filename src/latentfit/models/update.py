@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..bitstream import MIN_UPDATE_VALUES, UPDATE_SECTION_OVERHEAD, UpdateSection
+from ..bitstream import MIN_UPDATE_VALUES, UpdateSection
 from ..errors import BitstreamError, LatentfitError
 from ..strategies import Registry, Strategy
 
@@ -295,7 +295,7 @@ class Update:
     def coded_bytes(self) -> int:
         """Bytes the update adds to the file (0 for an all-zero update, which is not written)."""
         section = self.section()
-        return 0 if section is None else len(section.payload) + UPDATE_SECTION_OVERHEAD
+        return 0 if section is None else len(section.to_bytes())
 
     def relaxed(self, exact: bool) -> tuple[Tensor, Tensor | float]:
         """The parameters `θ` the decoder would use and the update's bits: `exact`, the rounded values
