@@ -188,6 +188,43 @@ def test_an_adapt_axis_adds_cells_for_refining_methods_only_and_reuses_the_other
     assert (tmp_path / "latentfit-msh-sga+ssl_adapt_postfilter-6.json").exists()  # its own curve
 
 
+@pytest.mark.slow
+def test_a_distortion_axis_has_its_own_cells_and_curves_and_bd_rates_in_ms_ssim(tiny_eval, tmp_path):
+    config = dataclasses.replace(tiny_eval, limit=1, qualities=[1, 2], crop=(192, 192), distortions=["mse", "ms-ssim"])
+    records = run_evaluation(config, tmp_path)
+    assert config.identity() == dataclasses.replace(config, distortions=["mse"]).identity()
+    assert len(records) == 6  # none and sga+ssl per quality, and the ms-ssim cells
+    objective = [r for r in records if r.get("distortion") == "ms-ssim"]
+    assert len(objective) == 2 and all(r["cell"].endswith("|distortion=ms-ssim") for r in objective)
+    assert all(r["config"]["distortion"] == {"name": "ms-ssim"} for r in objective)
+    by_cell = {(r["quality"], r.get("distortion"), r["method"]): r for r in records}
+    for q in (1, 2):  # refined for MS-SSIM: a higher MS-SSIM per byte than refined for MSE, a lower PSNR
+        ms, mse = by_cell[(q, "ms-ssim", "sga+ssl")], by_cell[(q, "mse", "sga+ssl")]
+        assert ms["psnr"] < mse["psnr"]
+    rows = {row["method"]: row for row in summarise(records, tmp_path)["bd_rates"]}
+    assert set(rows) == {"sga+ssl", "sga+ssl distortion=ms-ssim"}
+    assert all(row["bd_rate_ms_ssim"] is not None for row in rows.values())
+    assert (tmp_path / "latentfit-msh-sga+ssl_distortion_ms-ssim-6.json").exists()
+    assert (tmp_path / "rd_ms-ssim.png").exists() and not (tmp_path / "rd_cvvdp.png").exists()
+
+
+@pytest.mark.slow
+def test_perceptual_metrics_are_measured_on_every_cell_and_summarised(tiny_eval, tmp_path):
+    config = dataclasses.replace(tiny_eval, limit=1, qualities=[1, 4], crop=(96, 96), classical=["webp"],
+                                 metrics=["ssimulacra2", "cvvdp"])
+    records = run_evaluation(config, tmp_path)
+    assert config.identity() == dataclasses.replace(config, metrics=[]).identity()  # metrics do not change a file
+    assert all(isinstance(r["ssimulacra2"], float) and 0 < r["cvvdp"] <= 10 for r in records)
+    learned = sorted((r for r in records if r["method"] == "none"), key=lambda r: r["quality"])
+    assert learned[0]["cvvdp"] < learned[1]["cvvdp"]  # the higher quality is seen as better
+    rows = {row["method"]: row for row in summarise(records, tmp_path)["bd_rates"]}
+    assert rows["sga+ssl"]["bd_rate_cvvdp"] is not None and rows["sga+ssl"]["bd_rate_ssimulacra2"] is not None
+    assert rows["webp"]["bd_rate_cvvdp"] is not None
+    header = (tmp_path / "summary.md").read_text()
+    assert "BD-rate (SSIMULACRA2) | BD-rate (CVVDP)" in header
+    assert (tmp_path / "rd_cvvdp.png").exists() and (tmp_path / "rd_ssimulacra2.png").exists()
+
+
 @pytest.mark.parametrize("spec, expected", [("sga+ssl3:a=1.4:power=1.4", ("sga+ssl3", {"a": 1.4, "power": 1.4})),
                                             ("sga", ("sga", {}))])
 def test_method_specs_carry_proxy_options(spec, expected):

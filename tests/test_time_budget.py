@@ -59,13 +59,16 @@ def test_a_budget_smaller_than_one_step_writes_the_plain_encoders_file(bundled_m
 
 
 @pytest.mark.slow
-def test_the_whole_encode_keeps_its_budget_and_reports_where_the_time_went(bundled_model, kodak_crop):
+@pytest.mark.parametrize("adapt", ["none", "decoder"])
+def test_the_whole_encode_keeps_its_budget_and_reports_where_the_time_went(bundled_model, kodak_crop, adapt):
     # The budget is sized from this machine's measured speed (about 40 steps), and the margin is
-    # generous, so that a busy machine does not fail the test.
+    # generous, so that a busy machine does not fail the test. With a decoder update, the budget
+    # holds its two stages and the latents-only file coded beside the adapted one.
     probe = encode(kodak_crop, bundled_model, RefinementConfig(steps=10, evaluate_every=10))
     budget = max(3.0, 4 * probe.stats["seconds"])
     started = time.perf_counter()
-    result = encode(kodak_crop, bundled_model, RefinementConfig(time_budget=budget), started=started)
+    result = encode(kodak_crop, bundled_model, RefinementConfig(time_budget=budget, tile=None, adapt=adapt),
+                    started=started)
     wall = time.perf_counter() - started
     stats = result.stats
     assert wall <= budget * 1.15

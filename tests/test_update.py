@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from latentfit import bitstream
 from latentfit.bitstream import MIN_UPDATE_VALUES, BitstreamError, UpdateSection
-from latentfit.codec import decode, decode_stream, entropy_code
+from latentfit.codec import decode, decode_stream, entropy_code, file_loss
 from latentfit.config import RefinementConfig
 from latentfit.errors import LatentfitError
 from latentfit.imageio import LoadedImage, pad_to_multiple
@@ -181,6 +181,29 @@ def test_refining_with_an_update_lowers_the_true_loss_and_the_update_gets_a_grad
     pixels = x.shape[-2] * x.shape[-1]
     assert problem.true_loss().bpp == pytest.approx(begin.loss.bpp + 8 * update.coded_bytes() / pixels, rel=1e-5)
     assert update.coded_bytes() == len(update.section().to_bytes()) > 16
+
+
+@pytest.mark.slow
+def test_with_an_update_the_file_is_never_worse_than_the_latents_alone(bundled_model, kodak_crop):
+    plain = encode(kodak_crop, bundled_model, RefinementConfig(steps=40))
+    seen: list[tuple[int, int]] = []
+    adapted = encode(kodak_crop, bundled_model, RefinementConfig(steps=40, adapt="decoder"),
+                     progress=lambda step, planned, record: seen.append((step, planned)))
+    lmbda = bundled_model.lmbda
+    assert (file_loss(kodak_crop, adapted.data, adapted.decoded, lmbda)
+            <= file_loss(kodak_crop, plain.data, plain.decoded, lmbda))
+    # the first stage is the latents-only run itself; the update's stage adds a quarter of its steps
+    # (the file without the update is that stage's: then the result is the fallback itself)
+    fallback = adapted.refinement.fallback or adapted.refinement
+    assert torch.equal(fallback.latents.y, plain.refinement.latents.y) and fallback.final == plain.refinement.final
+    assert adapted.stats["steps_run"] == 50 and [s for s, _ in seen] == list(range(1, 51))
+    assert seen[0][1] == 40 and seen[-1][1] == 50
+    steps = [record.step for record in adapted.refinement.trace]
+    assert steps == sorted(steps) and steps[-1] == 50
+    if adapted.stream.update is None:
+        assert adapted.data == plain.data
+    else:
+        assert adapted.stats["file_loss_with_update"] < adapted.stats["file_loss_without_update"]
 
 
 @pytest.mark.slow

@@ -45,14 +45,23 @@ class ModelSource:
         return load_model(self.name, self.quality, self.checkpoint, device=torch_device(self.device))
 
 
-def encode_path(path: Path, latent_model, config, goal, started: float, progress=None):
+def encode_path(path: Path, latent_model, config, goal, started: float, progress=None, roi: Path | None = None,
+                roi_weight: float | None = None):
     """`path` read and encoded: (the image, the `EncodeResult`); an unreachable target names the file.
-    A time budget counts from `started`."""
-    from .pipeline import encode
+    A time budget counts from `started`. `roi`: a region-of-interest mask for it (`latentfit.distortion`);
+    a mask or distortion that does not fit the image is refused, naming the file, before any work."""
+    import dataclasses
+
+    from .distortion import ROI_WEIGHT, load_roi
+    from .pipeline import encode, image_distortion
     from .imageio import load_image
     from .rate_control import TargetUnreachableError
 
     image = load_image(path)
+    if roi is not None:
+        weights = load_roi(roi, image.height, image.width, ROI_WEIGHT if roi_weight is None else roi_weight)
+        image = dataclasses.replace(image, roi=weights)
+    image_distortion(image, config, str(path))
     try:
         return image, encode(image, latent_model, config, progress=progress, started=started, target=goal)
     except TargetUnreachableError as exc:

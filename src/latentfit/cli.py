@@ -15,6 +15,7 @@ from .allocator import tune_allocator
 from .batch import ModelSource, encode_path, encode_task, pending_images
 from .batch import torch_device as _device
 from .config import AUTO_STEPS, BUDGET_TAU_END, BUDGET_TAU_START, CLOSED_LOOP_STEP, PAPERS_PROTOCOL, RefinementConfig
+from .distortion import ROI_WEIGHT
 from .errors import LatentfitError
 from .evaluation.classical import describe_codecs
 from .relaxations import PROXIES, QuantizationProxy, describe_methods, parse_method
@@ -112,6 +113,11 @@ HELP = {
     "adapt": "Also refine a per-image decoder update, sent in the file and paid for in its bits: none, decoder "
              "(a scale and bias per channel of the decoder's layers), or postfilter[:kernel=3|5|7]; the file without "
              "it is kept where that is better. Whole images only (with --tile none for images over 4 megapixels).",
+    "distortion": "What the refinement minimises besides the rate: mse (the models' own), ms-ssim, or mix:W (W the "
+                  "MS-SSIM share, e.g. mix:0.8); MS-SSIM needs images of at least 161 pixels a side.",
+    "roi": "A region-of-interest mask (greyscale image of the input's size; white counts --roi-weight times black): "
+           "its pixels' squared error weighs more (mse or mix). One image only.",
+    "roi_weight": "How much a white pixel of the --roi mask counts against a black one (grey between).",
 }
 #: The encode options that are `RefinementConfig` fields of the same name (the rest are the command's own).
 REFINEMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(RefinementConfig))
@@ -136,6 +142,9 @@ def encode(
     variables: str = typer.Option(RefinementConfig.variables, help=HELP["variables"]),
     closed_loop: int = typer.Option(RefinementConfig.closed_loop, help=HELP["closed_loop"]),
     adapt: str = typer.Option(RefinementConfig.adapt, help=HELP["adapt"]),
+    distortion: str = typer.Option(RefinementConfig.distortion, help=HELP["distortion"]),
+    roi: Optional[Path] = typer.Option(None, help=HELP["roi"]),
+    roi_weight: float = typer.Option(ROI_WEIGHT, help=HELP["roi_weight"]),
     tau_max: Optional[float] = typer.Option(None, help=HELP["tau_max"]),
     tau_rate: Optional[float] = typer.Option(None, help=HELP["tau_rate"]),
     t0: Optional[float] = typer.Option(None, help=HELP["t0"]),
@@ -173,13 +182,16 @@ def encode(
     goal = _target(target_bytes, target_bpp, target_psnr, lmbda)
     batch = input.is_dir()
     _check_encode_outputs(input, output, trace, force, workers)
+    if batch and roi is not None:
+        raise LatentfitError("--roi takes a single image, not a folder")
     _set_threads(threads)
     # what loads the model, so that a worker process can load the same one
     source = ModelSource(model, quality, str(checkpoint) if checkpoint else None,
                          family=goal is not None and quality is None and checkpoint is None, device=device)
     latent_model = source.load()  # also in parallel runs: a bad name or file fails here, before any work
     if not batch:
-        _report(_encode_file(input, output, latent_model, config, force, trace, progress, device, goal), as_json)
+        _report(_encode_file(input, output, latent_model, config, force, trace, progress, device, goal,
+                             roi, roi_weight), as_json)
     elif workers > 1 or ray_address is not None:
         _encode_folder_parallel(input, output, source, config, force, progress, as_json, goal, threads or 1,
                                 workers, ray_address)
@@ -229,13 +241,14 @@ def _target(target_bytes, target_bpp, target_psnr, lmbda):
 
 
 def _encode_file(input: Path, output: Path, latent_model, config, force: bool, trace: Optional[Path],
-                 progress: bool, device: str, goal=None) -> dict:
+                 progress: bool, device: str, goal=None, roi: Optional[Path] = None, roi_weight: float = ROI_WEIGHT
+                 ) -> dict:
     from .imageio import atomic_write_bytes
 
     started = time.perf_counter()  # a --time-budget counts from here to the file on disk
     update, close = _progress_bar(progress and sys.stderr.isatty(), f"{config.method} {input.name}")
     try:
-        image, result = encode_path(input, latent_model, config, goal, started, update)
+        image, result = encode_path(input, latent_model, config, goal, started, update, roi, roi_weight)
     finally:
         close()
     writing = time.perf_counter()
@@ -503,6 +516,10 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
     adapt: str = typer.Option("none", help="Comma-separated decoder updates of the refining cells (an axis; see "
                               "encode --adapt), e.g. none,decoder."),
+    distortion: str = typer.Option("mse", help="Comma-separated distortions the refining cells minimise (an axis; "
+                                   "see encode --distortion), e.g. mse,ms-ssim,mix:0.5."),
+    metric: str = typer.Option("psnr,ms-ssim", help="Metrics of every cell's file, BD-rates and R-D plots: psnr "
+                               "and ms-ssim always, and ssimulacra2, cvvdp (ColorVideoVDP, offline) if named."),
     seed: int = typer.Option(PAPERS_PROTOCOL.seed, help=HELP["seed"]),
     classical: str = typer.Option("", help="Comma-separated classical codecs, each with options overriding its "
                                   "best-compression defaults if any, e.g. avif:speed=6. Codecs (defaults): "
@@ -525,6 +542,11 @@ def evaluate(
     adapts = [a.strip() for a in adapt.split(",") if a.strip()] or ["none"]
     for spec in adapts:
         dataclasses.replace(protocol, adapt=spec)  # an unknown form or option is refused before any work
+    distortions = [dataclasses.replace(protocol, distortion=d.strip()).distortion  # refused here if unknown
+                   for d in distortion.split(",") if d.strip()] or ["mse"]
+    from .evaluation.perceptual import check_metrics
+
+    metrics = check_metrics([m.strip() for m in metric.split(",") if m.strip()])
     _set_threads(threads)
     qualities = _int_list(quality, "--quality")
     if checkpoint is not None:
@@ -534,7 +556,8 @@ def evaluate(
     config = EvalConfig(datasets=[str(d) for d in datasets], model=model, qualities=qualities,
                         checkpoint=str(checkpoint) if checkpoint else None, lmbda_points=points, methods=methods,
                         steps=_int_list(steps, "--steps"), refinement=protocol, crop=_crop(crop), limit=limit,
-                        classical=[c.strip() for c in classical.split(",") if c.strip()], adapts=adapts)
+                        classical=[c.strip() for c in classical.split(",") if c.strip()], adapts=adapts,
+                        distortions=distortions, metrics=metrics)
     _run_evaluation(config, output, device, workers, ray_address, progress)
 
 

@@ -21,6 +21,7 @@ from .config import resolve_precision
 from .imageio import LoadedImage, to_uint8
 from .metrics import bits_per_pixel, ms_ssim, psnr, rd_loss
 from .config import RefinementConfig
+from .distortion import Measure
 from .loop import RefinementResult
 from .models.adapter import LatentModel
 from .models.update import Update, decode_update, update_form
@@ -54,12 +55,19 @@ def entropy_code(image: LoadedImage, model: LatentModel, latents) -> tuple[Bitst
     return stream, bitstream.to_bytes(stream)
 
 
-def file_loss(image: LoadedImage, data: bytes, decoded: np.ndarray, lmbda: float) -> float:
+def file_loss(image: LoadedImage, data: bytes, decoded: np.ndarray, lmbda: float,
+              distortion: Measure | None = None) -> float:
     """The loss of a real file: its bytes per pixel plus λ·255²·MSE of its decoded pixels against the
-    image's (both as 8-bit pixels)."""
-    reference = to_uint8(image.tensor).astype(np.float64)
-    mse = float(np.mean((decoded.astype(np.float64) - reference) ** 2)) / 255.0**2
-    return float(rd_loss(bits_per_pixel(len(data), image.height, image.width), mse, lmbda))
+    image's (both as 8-bit pixels), or with `distortion` (`latentfit.distortion`) that measure of them."""
+    reference = to_uint8(image.tensor)
+    if distortion is None:
+        d = float(np.mean((decoded.astype(np.float64) - reference.astype(np.float64)) ** 2)) / 255.0**2
+    else:
+        def tensor(pixels: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
+
+        d = float(distortion(tensor(decoded), tensor(reference)))
+    return float(rd_loss(bits_per_pixel(len(data), image.height, image.width), d, lmbda))
 
 
 class StageClock:
@@ -109,6 +117,8 @@ def encode_stats(image: LoadedImage, model: LatentModel, config: RefinementConfi
         "time_budget": config.time_budget,
         "precision": resolve_precision(config.precision, model.device),  # of the proxy pass; the file is fp32
         "adapt": config.adapt,
+        "distortion": config.distortion,
+        "roi": image.roi is not None,
         "config": config.to_dict(),  # the whole configuration: `RefinementConfig.from_dict` re-runs it
     }
     if model.encoder:  # a fine-tuned encoder over a base model: the file is the base model's, and decodes with it

@@ -120,6 +120,9 @@ class RefinementConfig:
     #: (`latentfit.models.update`): "none", "decoder" (the recommended form), or a form with options,
     #: "postfilter:kernel=5". The encoder keeps the file without it when that one is better.
     adapt: str = "none"
+    #: What the loss measures besides the rate (`latentfit.distortion`): "mse" (what the models were
+    #: trained for), "ms-ssim", or "mix:W" (W the MS-SSIM share); in MSE's units, so λ keeps its meaning.
+    distortion: str = "mse"
 
     def __post_init__(self):
         name, spec_options = parse_method(self.method)
@@ -157,6 +160,7 @@ class RefinementConfig:
             raise LatentfitError(f"closed-loop passes must be an integer >= 0, got {self.closed_loop!r}")
         if not 0 < self.closed_loop_step <= 1:
             raise LatentfitError(f"closed-loop step must be in (0, 1], got {self.closed_loop_step}")
+        object.__setattr__(self, "distortion", self.distortion_measure().spec())  # "mix:weight=0.50" → "mix:0.5"
         if self.update_form() is not None and self.compile:
             raise LatentfitError("a decoder update (adapt) cannot be refined with compiled proxy copies (compile)")
 
@@ -165,6 +169,12 @@ class RefinementConfig:
         from .models.update import adapt_form
 
         return adapt_form(self.adapt)
+
+    def distortion_measure(self):
+        """The `latentfit.distortion.Distortion` that `distortion` names (a one-line error if none)."""
+        from .distortion import distortion_from
+
+        return distortion_from(self.distortion)
 
     @cached_property
     def _proxy(self) -> QuantizationProxy:
@@ -241,11 +251,15 @@ class RefinementConfig:
                         "record_trace": self.record_trace}
                        | ({"precision": self.precision} if self.precision != "fp32" else {}),  # as before it existed
         } | ({"start": {"closed_loop": self.closed_loop, "closed_loop_step": self.closed_loop_step}}
-             if self.closed_loop else {}) | self._adapt_record()  # both absent by default: records as before
+             if self.closed_loop else {}) | self._adapt_record() | self._distortion_record()  # absent by default:
+        # records as before
 
     def _adapt_record(self) -> dict:
         form = self.update_form()
         return {} if form is None else {"adapt": form.to_dict()}
+
+    def _distortion_record(self) -> dict:
+        return {} if self.distortion == "mse" else {"distortion": self.distortion_measure().to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "RefinementConfig":
@@ -275,9 +289,18 @@ class RefinementConfig:
             adapt = ":".join([adapt.pop("name")] + [f"{key}={value}" for key, value in adapt.items()])
             return cls(method=method, proxy_options=proxy, lmbda=data["lmbda"], seed=data["seed"],
                        variables=data["variables"], schedule=schedule, **optimiser, **stopping, **runtime,
-                       **data.get("start", {}), adapt=adapt)
+                       **data.get("start", {}), adapt=adapt, distortion=_distortion_spec(data.get("distortion")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise LatentfitError(f"not a refinement config: {type(exc).__name__} {exc}") from None
+
+
+def _distortion_spec(record: dict | None) -> str:
+    """The `distortion` text of a record's distortion (absent: mse, as before it existed)."""
+    if record is None:
+        return "mse"
+    from .distortion import DISTORTIONS
+
+    return DISTORTIONS.from_dict(record).spec()
 
 
 #: The papers' protocol (lr 5e-3 constant, each method's published τ schedule, the true loss every

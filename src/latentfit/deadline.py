@@ -55,6 +55,14 @@ class Deadline:
         remaining = self.end(evaluation_seconds) - now - evaluation_seconds
         return Deadline(now, remaining / parts)
 
+    def portion(self, fraction: float, evaluation_seconds: float, now: float | None = None) -> "Deadline":
+        """A deadline `fraction` of the way from `now` to this one's end (after one final evaluation of
+        `evaluation_seconds`): the first of two stages of unequal length. Unbounded stays unbounded."""
+        if self.budget is None:
+            return self
+        now = time.perf_counter() if now is None else now
+        return Deadline(now, (self.end(evaluation_seconds) - now - evaluation_seconds) * fraction)
+
     def left(self, evaluation_seconds: float = 0.0, now: float | None = None) -> float:
         """Seconds until `end(evaluation_seconds)` (infinite without a budget)."""
         end = self.end(evaluation_seconds)

@@ -22,11 +22,13 @@ MAX_IMAGE_PIXELS = 16384 * 16384
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """An image as the codec sees it: `tensor` is (1, 3, H, W) float32 in [0, 1]."""
+    """An image as the codec sees it: `tensor` is (1, 3, H, W) float32 in [0, 1]; `roi`, a region of
+    interest's per-pixel weights (1, 1, H, W) of mean 1 (`latentfit.distortion.load_roi`), or None."""
 
     tensor: torch.Tensor
     source_mode: str
     notes: tuple[str, ...] = ()
+    roi: torch.Tensor | None = None
 
     @property
     def height(self) -> int:
@@ -164,7 +166,8 @@ def center_crop(image: LoadedImage, crop: int | tuple[int, int] | None) -> Loade
     if crop is None:
         return image
     rows, cols = center_box(image.height, image.width, crop)
-    return LoadedImage(image.tensor[..., rows, cols].contiguous(), image.source_mode, image.notes)
+    roi = None if image.roi is None else image.roi[..., rows, cols].contiguous()
+    return LoadedImage(image.tensor[..., rows, cols].contiguous(), image.source_mode, image.notes, roi)
 
 
 def pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:

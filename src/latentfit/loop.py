@@ -64,6 +64,8 @@ class RefinementResult:
     stopped_by: str
     tiles: int = 1
     lr: float | None = None
+    #: With a decoder update: the latents-only stage's result, the file the encoder compares with.
+    fallback: "RefinementResult | None" = None
 
     def trace_dicts(self) -> list[dict]:
         return [asdict(record) | {"gap": record.gap} for record in self.trace]

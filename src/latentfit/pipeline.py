@@ -35,6 +35,7 @@ from . import rate_control
 from .codec import EncodeResult, StageClock, decode, decode_stream, encode_stats, entropy_code, file_loss
 from .config import RefinementConfig
 from .deadline import Deadline
+from .distortion import Measure, measure
 from .errors import LatentfitError
 from .imageio import LoadedImage, pad_to_multiple
 from .loop import LoopHook, Progress, TrueLoss
@@ -48,6 +49,8 @@ __all__ = ["ENCODE_TAIL_EVALUATIONS", "EncodeResult", "decode", "encode", "encod
 #: after it: entropy coding, decoding its own file to measure it, and the metrics (measured on full
 #: Kodak images on this CPU: 1.7–2.0 evaluations; BENCHMARKS.md, "Time budgets").
 ENCODE_TAIL_EVALUATIONS = 2.5
+#: With a decoder update, the latents-only file is coded and decoded too (`keep_better`): about two more.
+ADAPT_TAIL_EVALUATIONS = 2.0
 
 
 def encode(
@@ -76,7 +79,8 @@ def encode(
     if not isinstance(model, LatentModel):
         raise LatentfitError("encode takes one model, or a family of models together with a target")
     config = config or RefinementConfig()
-    deadline = Deadline(clock.started, config.time_budget, ENCODE_TAIL_EVALUATIONS)
+    tail = ENCODE_TAIL_EVALUATIONS + (ADAPT_TAIL_EVALUATIONS if config.update_form() is not None else 0.0)
+    deadline = Deadline(clock.started, config.time_budget, tail)
     return encode_at(image, model, config, hooks, clock, deadline)
 
 
@@ -87,41 +91,58 @@ def encode_at(image: LoadedImage, model: LatentModel, config: RefinementConfig, 
     lmbda = model.lmbda if config.lmbda is None else config.lmbda
     x = image.tensor.to(model.device)
     x_padded = pad_to_multiple(x, model.stride)
-    begin = start(model, x, x_padded, lmbda, config, deadline)  # 1-2: analyse, closed-loop passes
-    result = refine(model, x, begin, config, lmbda, deadline, hooks)  # 3: refine
+    distortion = image_distortion(image, config)
+    begin = start(model, x, x_padded, lmbda, config, deadline, distortion)  # 1-2: analyse, closed-loop passes
+    result = refine(model, x, begin, config, lmbda, deadline, hooks, distortion)  # 3: refine
     clock.mark("coding")
     stream, data = entropy_code(image, model, result.latents)  # 4: entropy-code
     clock.mark("check")
     encoded = EncodeResult(data, stream, result, decode_stream(stream, model))  # 5: verify
-    encoded, comparison = keep_better(image, model, lmbda, encoded)
+    encoded, comparison = keep_better(image, model, lmbda, encoded, distortion)
     encoded.stats = encode_stats(image, model, config, encoded.refinement, encoded.data, encoded.decoded,
                                  clock) | comparison  # 6: statistics
     return encoded
 
 
-def keep_better(image: LoadedImage, model: LatentModel, lmbda: float, encoded: EncodeResult
-                ) -> tuple[EncodeResult, dict]:
-    """With a decoder update in the file, the same latents' file without it (coded and decoded) when
-    its real loss (`codec.file_loss`) is not higher: an update is only written where it pays. The
-    second value is what `--json` says of the update (nothing without one)."""
+def image_distortion(image: LoadedImage, config: RefinementConfig, source: str = "image") -> Measure | None:
+    """What this encode's loss measures (`latentfit.distortion`): `config.distortion` with the image's
+    region of interest, None for the plain MSE; an image it cannot measure is refused in one line."""
+    chosen = config.distortion_measure()
+    chosen.check(image.height, image.width, image.roi is not None, source)
+    return measure(chosen, image.roi)
+
+
+def keep_better(image: LoadedImage, model: LatentModel, lmbda: float, encoded: EncodeResult,
+                distortion: Measure | None = None) -> tuple[EncodeResult, dict]:
+    """With a decoder update in the file, the file of the latents alone (the refinement's `fallback`,
+    the stage before the update; else the same latents without it), coded and decoded, when its real
+    loss (`codec.file_loss`) is not higher: an update is only written where it pays, and a file with
+    `--adapt` is never worse than the one without. The second value is what `--json` says of the
+    update (nothing without one)."""
     update = encoded.refinement.latents.update
     if update is None:
         return encoded, {}
     parameters = update.values.numel()
-    if encoded.stream.update is None:  # refined to all zeros: nothing was written
+    fallback = encoded.refinement.fallback
+    if encoded.stream.update is None and fallback is None:  # refined to all zeros: nothing was written
         return encoded, {"update_bytes": 0, "update_parameters": parameters}
-    plain_latents = dataclasses.replace(encoded.refinement.latents, update=None)
-    stream, data = entropy_code(image, model, plain_latents)
-    x = image.tensor.to(model.device)
-    plain_true = TrueLoss.of(model.true_rate_distortion(plain_latents, x, lmbda))
-    plain = EncodeResult(data, stream, dataclasses.replace(encoded.refinement, latents=plain_latents, final=plain_true),
-                         decode_stream(stream, model))
-    with_update, without = (file_loss(image, e.data, e.decoded, lmbda) for e in (encoded, plain))
+    if fallback is None:
+        plain_latents = dataclasses.replace(encoded.refinement.latents, update=None)
+        x = image.tensor.to(model.device)
+        fallback = dataclasses.replace(encoded.refinement, latents=plain_latents,
+                                       final=TrueLoss.of(model.true_rate_distortion(plain_latents, x, lmbda,
+                                                                                    distortion)))
+    # the fallback keeps the whole refinement's steps and time (it was part of it)
+    fallback = dataclasses.replace(encoded.refinement, latents=fallback.latents, final=fallback.final,
+                                   best_step=fallback.best_step, fallback=None)
+    stream, data = entropy_code(image, model, fallback.latents)
+    plain = EncodeResult(data, stream, fallback, decode_stream(stream, model))
+    with_update, without = (file_loss(image, e.data, e.decoded, lmbda, distortion) for e in (encoded, plain))
     comparison = {"file_loss_with_update": with_update, "file_loss_without_update": without}
     if without <= with_update:
         return plain, comparison | {"update_bytes": 0, "update_parameters": parameters}
-    return encoded, comparison | {"update_bytes": len(encoded.stream.update.to_bytes()),
-                                  "update_parameters": parameters}
+    written = 0 if encoded.stream.update is None else len(encoded.stream.update.to_bytes())
+    return encoded, comparison | {"update_bytes": written, "update_parameters": parameters}
 
 
 def encode_to_target(image: LoadedImage, models: LatentModel | Sequence[LatentModel], target: Target,
@@ -130,6 +151,9 @@ def encode_to_target(image: LoadedImage, models: LatentModel | Sequence[LatentMo
     a single model fixes the quality) and the λ of its refinement. The result's stats add `target`,
     `achieved`, `lmbda_probes` and `real_encodes`."""
     config = rate_control.protocol(config)
+    if config.distortion != "mse" or image.roi is not None:
+        raise LatentfitError("a target (file size, bitrate, PSNR) is met with the mse distortion and no region of "
+                             "interest in this version: drop --distortion / --roi or the target")
     deadline = Deadline(clock.started, config.time_budget, ENCODE_TAIL_EVALUATIONS)
     clock.mark("began")
     plain = dataclasses.replace(config, method="none", proxy_options={}, lmbda=None, tile=None, adapt="none")

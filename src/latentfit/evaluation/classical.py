@@ -42,6 +42,14 @@ def _pillow(fmt: str) -> Codec:
     return codec
 
 
+def _avif(pixels: np.ndarray, setting: int, options: dict) -> tuple[bytes, np.ndarray]:
+    """AVIF (libavif through Pillow); `tune` (psnr, ssim, iq: libaom's tuning; libavif's default is
+    iq for still images) goes to the codec as an advanced option."""
+    options = dict(options)
+    tune = options.pop("tune", None)
+    return _pillow("AVIF")(pixels, setting, options | ({"advanced": (("tune", str(tune)),)} if tune else {}))
+
+
 def _heic(pixels: np.ndarray, setting: int, options: dict) -> tuple[bytes, np.ndarray]:
     """HEVC intra (x265 through libheif), the codec inside BPG."""
     import pillow_heif
@@ -84,7 +92,7 @@ CLASSICAL_CODECS: dict[str, ClassicalCodec] = {
     codec.name: codec for codec in [
         ClassicalCodec("jpeg", _pillow("JPEG"), (1, 95), {"subsampling": "4:2:0", "optimize": True}),
         ClassicalCodec("webp", _pillow("WEBP"), (0, 100), {"method": 6}),
-        ClassicalCodec("avif", _pillow("AVIF"), (0, 100), {"speed": 0}),
+        ClassicalCodec("avif", _avif, (0, 100), {"speed": 0}),
         ClassicalCodec("jpegxl", _jpegxl, (1, 100), {"effort": 9}),
         ClassicalCodec("heic", _heic, (0, 100), {"preset": "veryslow", "tune": "psnr", "chroma": "420"}),
         ClassicalCodec("jpeg2000", _jpeg2000, (15, 60), {}, knob="target PSNR (dB)"),
@@ -129,11 +137,14 @@ def is_classical(method: str) -> bool:
     return method.partition(":")[0] in CLASSICAL_CODECS
 
 
-def classical_record(spec: str, setting: int, pixels: np.ndarray) -> dict:
-    """bytes, bpp, PSNR and MS-SSIM of `pixels` (H, W, 3 uint8) through codec `spec` at `setting`."""
+def classical_record(spec: str, setting: int, pixels: np.ndarray, keep: dict | None = None) -> dict:
+    """bytes, bpp, PSNR and MS-SSIM of `pixels` (H, W, 3 uint8) through codec `spec` at `setting`
+    (`keep`: where to leave the decoded pixels, under the setting)."""
     codec, options = parse_spec(spec)
     started = time.perf_counter()
     data, decoded = codec.encode(pixels, setting, options)
+    if keep is not None:
+        keep[setting] = decoded
     height, width = pixels.shape[:2]
     return {"model": spec, "method": spec, "steps": 0, "setting": setting, "codec": codec.name,
             "codec_options": options, "bytes": len(data), "bpp": bits_per_pixel(len(data), height, width),
@@ -168,19 +179,24 @@ def bracket(size: Callable[[int], float], low: int, high: int, smallest: float, 
 
 
 def sweep(spec: str, pixels: np.ndarray, psnr_range: tuple[float, float],
-          levels: int = SWEEP_LEVELS) -> list[ClassicalRecord]:
+          levels: int = SWEEP_LEVELS, metrics: list[str] = ()) -> list[ClassicalRecord]:
     """`levels` records of `spec` on `pixels` whose PSNR bracket `psnr_range` (see the module
-    docstring); record `level` k is the curve's point k. Every probe is encoded once."""
+    docstring); record `level` k is the curve's point k. Every probe is encoded once; the perceptual
+    `metrics` (`perceptual.PERCEPTUAL_METRICS`) are measured on the chosen points only."""
+    from .perceptual import perceptual_scores
+
     codec, _ = parse_spec(spec)
     cache: dict[int, dict] = {}
+    decoded: dict[int, np.ndarray] = {}
 
     def record(setting: int) -> dict:
         if setting not in cache:
-            cache[setting] = classical_record(spec, setting, pixels)
+            cache[setting] = classical_record(spec, setting, pixels, decoded if metrics else None)
         return cache[setting]
 
     low, high = codec.settings
     a, b = bracket(lambda s: record(s)["psnr"], low, high, *psnr_range)
     settings = [int(round(a + (b - a) * k / (levels - 1))) for k in range(levels)]
     probes = len(cache)
-    return [record(s) | {"quality": k, "probes": probes} for k, s in enumerate(settings)]
+    return [record(s) | {"quality": k, "probes": probes} | perceptual_scores(list(metrics), pixels, decoded.get(s))
+            for k, s in enumerate(settings)]

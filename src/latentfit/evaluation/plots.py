@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def rd_plot(curves: dict[str, list[tuple[float, float]]], path: str | Path, title: str = "Rate-distortion",
-            references: dict[str, list[tuple[float, float]]] | None = None) -> Path:
+            references: dict[str, list[tuple[float, float]]] | None = None, ylabel: str = "PSNR-RGB (dB)") -> Path:
     """One line per curve: PSNR (dB) against bpp. Classical codecs are dashed; `references` (published,
     not measured here) are dotted grey lines; when learned curves are present the axes frame them (up
     to 1.5x their highest bpp), where the comparison is."""
@@ -37,9 +37,10 @@ def rd_plot(curves: dict[str, list[tuple[float, float]]], path: str | Path, titl
                   color=str(0.3 + 0.2 * (index % 3)), label=label)
     if right is not None and shown:
         axis.set_xlim(0, right)
-        axis.set_ylim(min(shown) - 0.5, max(shown) + 0.5)
+        margin = 0.05 * (max(shown) - min(shown)) or 0.5
+        axis.set_ylim(min(shown) - margin, max(shown) + margin)
     axis.set_xlabel("bits per pixel (file size)")
-    axis.set_ylabel("PSNR-RGB (dB)")
+    axis.set_ylabel(ylabel)
     axis.set_title(title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)

@@ -29,6 +29,7 @@ from ..relaxations import is_plain
 from .bdrate import bd_psnr, bd_rate, quality_overlap
 from .classical import SWEEP_LEVELS, is_classical, parse_spec, sweep
 from .journal import Journal
+from .perceptual import perceptual_scores
 from .records import LearnedRecord, Record, check_record
 from .references import references_for
 from .plots import convergence_plot, gain_per_second_plot, rd_plot
@@ -61,6 +62,10 @@ class EvalConfig:
     threads: int = 0
     #: The decoder update axis (`RefinementConfig.adapt` of the refining cells; `none` has none).
     adapts: list[str] = field(default_factory=lambda: ["none"])
+    #: The distortion axis (`RefinementConfig.distortion` of the refining cells; `none` is the encoder's).
+    distortions: list[str] = field(default_factory=lambda: ["mse"])
+    #: Metrics measured besides PSNR and MS-SSIM on every cell's file (`perceptual.PERCEPTUAL_METRICS`).
+    metrics: list[str] = field(default_factory=list)
 
     def protocol(self) -> RefinementConfig:
         """The refinement settings every learned cell shares (each cell adds its method, steps and λ)."""
@@ -93,17 +98,19 @@ class Cell:
     steps: int
     lmbda_point: str = ""  # see EvalConfig.lmbda_points
     adapt: str = "none"  # see EvalConfig.adapts
+    distortion: str = "mse"  # see EvalConfig.distortions
 
     @property
     def key(self) -> str:
         return (f"{self.image}|q{self.quality}|{self.method}|{self.steps}" + (f"|λ{self.lmbda_point}" if self.lmbda_point else "")
-                + (f"|adapt={self.adapt}" if self.adapt != "none" else ""))
+                + (f"|adapt={self.adapt}" if self.adapt != "none" else "")
+                + (f"|distortion={self.distortion}" if self.distortion != "mse" else ""))
 
     @classmethod
     def of(cls, record: dict) -> "Cell":
         """The cell a record was made for."""
         return cls(record["image"], record["quality"], record["method"], record["steps"],
-                   record.get("lmbda_point", ""), record.get("adapt", "none"))
+                   record.get("lmbda_point", ""), record.get("adapt", "none"), record.get("distortion", "mse"))
 
 
 def lmbda_point(text: str) -> str:
@@ -143,7 +150,9 @@ def cells(config: EvalConfig) -> Iterator[tuple[Cell, Path]]:
                 for steps in [0] if is_plain(method) else config.steps:
                     for point in [""] if is_plain(method) else config.lmbda_points:
                         for adapt in ["none"] if is_plain(method) else config.adapts:
-                            yield Cell(f"{Path(path).parent.name}/{path.name}", quality, method, steps, point, adapt), path
+                            for distortion in ["mse"] if is_plain(method) else config.distortions:
+                                yield Cell(f"{Path(path).parent.name}/{path.name}", quality, method, steps, point,
+                                           adapt, distortion), path
     for spec in config.classical:  # after the learned cells, whose PSNR range each image's sweep brackets
         for path in images:
             for level in range(SWEEP_LEVELS):
@@ -231,12 +240,13 @@ def evaluate_cell(config: EvalConfig, cell: Cell, path: str, device: str = "cpu"
     model = _MODEL_CACHE[key]
     lmbda = resolve_lmbda(cell.lmbda_point, model.lmbda, config.refinement.lmbda)
     refinement = dataclasses.replace(config.protocol(), method=cell.method, steps=cell.steps, lmbda=lmbda,
-                                     adapt=cell.adapt)
+                                     adapt=cell.adapt, distortion=cell.distortion)
     result = encode(image, model, refinement)
+    scores = perceptual_scores(config.metrics, to_uint8(image.tensor), result.decoded)
     # the method as the grid names it (with its options, e.g. sga+ssl3:a=1.4), not only the proxy's name
     record = {"cell": cell.key, "config_id": config.identity()} | asdict(cell) | result.stats | {
         "method": cell.method, "proxy_options": refinement.proxy_options, "device": device,
-        "trace": result.refinement.trace_dicts()}
+        "trace": result.refinement.trace_dicts()} | scores
     return record, result.data
 
 
@@ -322,7 +332,7 @@ def _classical_sweeps(config: EvalConfig, sweeps: list, done: dict[str, dict], g
     for (image_key, spec), path in groups.items():
         image = center_crop(load_image(path), config.crop)
         psnr_range = learned_psnr_range(learned, image_key)
-        for record in sweep(spec, to_uint8(image.tensor), psnr_range):
+        for record in sweep(spec, to_uint8(image.tensor), psnr_range, metrics=config.metrics):
             cell = Cell(image_key, record["quality"], spec, 0)
             if cell.key not in done:
                 yield {"cell": cell.key, "config_id": identity, "image": image_key, "psnr_range": list(psnr_range)} | record
@@ -346,16 +356,43 @@ def mean_curve(by_quality: dict[int, list[dict]], images: set[str], key: str) ->
     return means
 
 
-def mean_points(by_quality: dict[int, list[dict]], images: set[str]) -> list[tuple[float, float]]:
-    """The (bpp, PSNR) curve averaged over the records of `images`."""
-    return list(zip(mean_curve(by_quality, images, "bpp"), mean_curve(by_quality, images, "psnr")))
+def mean_points(by_quality: dict[int, list[dict]], images: set[str], key: str = "psnr") -> list[tuple[float, float]]:
+    """The (bpp, PSNR) curve averaged over the records of `images` (or bpp against another `key`)."""
+    return list(zip(mean_curve(by_quality, images, "bpp"), mean_curve(by_quality, images, key)))
+
+
+#: The metrics besides PSNR a summary gives BD-rates in (`bd_rate_<name>`), and the record key of each.
+OTHER_METRICS = {"ms_ssim": "ms_ssim_db", "ssimulacra2": "ssimulacra2", "cvvdp": "cvvdp"}
+
+
+def ms_ssim_db(value: float | None) -> float | None:
+    """MS-SSIM in dB, `−10·log10(1 − MS-SSIM)` (CompressAI's plots); None where it was not measured."""
+    if value is None:
+        return None
+    return math.inf if value >= 1 else -10.0 * math.log10(1.0 - value)
+
+
+def bd_pair(anchor: list[tuple], test: list[tuple]) -> tuple[float | None, float | None]:
+    """BD-rate and BD-quality of two (rate, quality) curves; None where they cannot be compared (no
+    overlap, a missing or infinite point, a curve too crooked to interpolate)."""
+    if any(v is None or not math.isfinite(v) for curve in (anchor, test) for point in curve for v in point):
+        return None, None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            values = (bd_rate(anchor, test), bd_psnr(anchor, test)) if quality_overlap(anchor, test) > 0 else (None, None)
+    except Exception:  # e.g. a curve that is not monotonic enough to interpolate
+        return None, None
+    # the package gives NaN (and a warning) when the rate ranges are disjoint: no value, not NaN
+    return tuple(v if v is not None and math.isfinite(v) else None for v in values)
 
 
 def curve_method(record: dict) -> str:
-    """The method a record's curve is named by: its method, and its decoder update if it has one
-    ("sga+ssl adapt=decoder")."""
-    adapt = record.get("adapt", "none")
-    return record["method"] if adapt == "none" else f"{record['method']} adapt={adapt}"
+    """The method a record's curve is named by: its method, and its decoder update and distortion if
+    not the default ("sga+ssl adapt=decoder", "sga+ssl distortion=ms-ssim")."""
+    adapt, distortion = record.get("adapt", "none"), record.get("distortion", "mse")
+    return (record["method"] + (f" adapt={adapt}" if adapt != "none" else "")
+            + (f" distortion={distortion}" if distortion != "mse" and not is_plain(record["method"]) else ""))
 
 
 def lmbda_curves(records: list[dict]) -> set[tuple]:
@@ -385,6 +422,26 @@ def curve_position(record: dict, along: set[tuple]) -> float:
     return record["lmbda"] if (record["model"], curve_method(record), record["steps"]) in along else record["quality"]
 
 
+#: The R-D plot of each other metric: record key, file, axis label.
+METRIC_PLOTS = [("ms_ssim_db", "rd_ms-ssim.png", "MS-SSIM (dB)"), ("ssimulacra2", "rd_ssimulacra2.png", "SSIMULACRA2"),
+                ("cvvdp", "rd_cvvdp.png", "ColorVideoVDP (JOD)")]
+
+
+def metric_plots(groups: dict, complete: dict, results_dir: Path) -> None:
+    """An R-D plot in each metric besides PSNR whose every point the curves have (mean over each
+    curve's finished images); none for a metric no cell measured."""
+    for key, filename, label in METRIC_PLOTS:
+        curves = {}
+        for (model, method, steps), by_quality in sorted(groups.items()):
+            if not complete[(model, method, steps)]:
+                continue
+            points = mean_points(by_quality, complete[(model, method, steps)], key)
+            if points and all(q is not None and math.isfinite(q) for _, q in points):
+                curves[f"{model} {method} {steps}" if method != model else model] = points
+        if curves:
+            rd_plot(curves, results_dir / filename, title=f"Rate-distortion ({label})", ylabel=label)
+
+
 def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
     """Write one CompressAI-format JSON per (model, method, steps), `bd_rates.json` against `none`,
     `summary.md` (the same as Markdown tables, with early convergence from the traces) and the plots.
@@ -395,6 +452,7 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
     results_dir.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
     along = lmbda_curves(records)
+    records = [r | {"ms_ssim_db": ms_ssim_db(r.get("ms_ssim"))} for r in records]
     for record in records:
         groups[curve_key(record, along)][curve_position(record, along)].append(record)
     curves, complete = {}, {}
@@ -425,14 +483,12 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
                 continue
             anchor, test = (mean_points(groups[key], images) for key in (anchor_key, (model, method, steps)))
             overlap = quality_overlap(anchor, test)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    rate, quality = (bd_rate(anchor, test), bd_psnr(anchor, test)) if overlap > 0 else (None, None)
-            except Exception:  # e.g. a curve that is not monotonic enough to interpolate
-                rate = quality = None
-            # the package gives NaN (and a warning) when the rate ranges are disjoint: no value, not NaN
-            rate, quality = ((v if v is not None and math.isfinite(v) else None) for v in (rate, quality))
+            rate, quality = bd_pair(anchor, test)
+            # the same in the other metrics, where every point has them (MS-SSIM in dB, not on images
+            # under 161 pixels a side; the perceptual ones where the cells measured them)
+            by_metric = {f"bd_rate_{name}": bd_pair(*(mean_points(groups[key], images, key_name)
+                                                      for key in (anchor_key, (model, method, steps))))[0]
+                         for name, key_name in OTHER_METRICS.items()}
             left_out = sorted({r.get("image") for key in (anchor_key, (model, method, steps))
                                for rs in groups[key].values() for r in rs} - images)
             timed = [[r for rs in groups[key].values() for r in rs if r.get("image") in images]
@@ -441,13 +497,14 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
                           "bd_rate": rate, "bd_psnr": quality, "psnr_overlap": overlap,
                           "images": len(images), "left_out": left_out,
                           "seconds_per_megapixel": seconds_per_megapixel(timed[0]),
-                          "anchor_seconds_per_megapixel": seconds_per_megapixel(timed[1])})
+                          "anchor_seconds_per_megapixel": seconds_per_megapixel(timed[1])} | by_metric)
     atomic_write_bytes(results_dir / "bd_rates.json", json.dumps(table, indent=2).encode(), force=True)
     # seconds per cell and the convergence figures, like the curves, count only finished images
     finished = [r for r in records if r.get("image") in complete[curve_key(r, along)]]
     atomic_write_bytes(results_dir / "summary.md", markdown_summary(finished, table).encode(), force=True)
     labelled = {(f"{m} {meth} {st}" if meth != m else m): c for (m, meth, st), c in curves.items()}
     rd_plot(labelled, results_dir / "rd.png", references=references_for(records))
+    metric_plots(groups, complete, results_dir)
     convergence_plot(finished, results_dir / "convergence.png")
     gain_per_second_plot(table, results_dir / "gain_per_second.png")
     return {"curves": {"|".join(map(str, k)): v for k, v in curves.items()}, "bd_rates": table}

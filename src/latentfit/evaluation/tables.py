@@ -52,8 +52,13 @@ def bd_rate_table(records: list[dict], bd_rates: list[dict]) -> str:
     cells: dict[tuple, list[dict]] = defaultdict(list)
     for record in records:
         cells[(record["model"], record["method"], record["steps"])].append(record)
+    # BD-rates in the other metrics: MS-SSIM always, the perceptual ones where some row has them
+    others = ["ms_ssim"] + [m for m in ("ssimulacra2", "cvvdp") if any(row.get(f"bd_rate_{m}") is not None
+                                                                       for row in bd_rates)]
+    names = {"ms_ssim": "MS-SSIM", "ssimulacra2": "SSIMULACRA2", "cvvdp": "CVVDP"}
     lines = ["| model | method | steps | anchor | images | BD-rate | BD-PSNR | PSNR overlap | median s/MP "
-             "| median seconds per cell |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| median seconds per cell | " + " | ".join(f"BD-rate ({names[m]})" for m in others) + " |",
+             "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(others)]
     def order(row: dict) -> tuple:  # steps in numeric order; "500|λx0.5"-style curve names after them
         steps = row["steps"]
         return row["model"], row["anchor"], row["method"], (0, steps, "") if isinstance(steps, int) else (1, 0, str(steps))
@@ -69,7 +74,8 @@ def bd_rate_table(records: list[dict], bd_rates: list[dict]) -> str:
         flag = "" if overlap is None or overlap >= LOW_OVERLAP else " (low)"
         lines.append(f"| {row['model']} | {row['method']} | {row['steps']} | {row['anchor']} | {images} | "
                      f"{_percent(row['bd_rate'])} | {psnr} | {_percent(overlap, signed=False)}{flag} | "
-                     f"{'—' if per_megapixel is None else f'{per_megapixel:.3g}'} | {seconds:.1f} |")
+                     f"{'—' if per_megapixel is None else f'{per_megapixel:.3g}'} | {seconds:.1f} | "
+                     + " | ".join(_percent(row.get(f"bd_rate_{m}")) for m in others) + " |")
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..deadline import Deadline
+from ..distortion import Measure
 from ..errors import LatentfitError
 from ..metrics import psnr_from_mse, rd_loss
 from .architectures import Architecture, architecture_for
@@ -178,7 +179,8 @@ class LatentModel:
 
     @torch.no_grad()
     def closed_loop_analysis(self, x: Tensor, x_padded: Tensor, lmbda: float, passes: int, step: float,
-                             deadline: Deadline | None = None) -> tuple[Latents, RateDistortion, float]:
+                             deadline: Deadline | None = None, distortion: Measure | None = None
+                             ) -> tuple[Latents, RateDistortion, float]:
         """The encoder's latents corrected by `passes` rounds of analysis by synthesis, their true loss,
         and the seconds of one pass: each decodes the best latents so far to `x̂` and adds
         `step`·(y − g_a(x̂)) to their `y` (`z = h_a(y)` anew), so `y` moves the way the encoder sees the
@@ -192,7 +194,7 @@ class LatentModel:
 
         started = time.perf_counter()
         latents = self.analysis(x_padded)
-        best = (latents, self.true_rate_distortion(latents, x, lmbda))
+        best = (latents, self.true_rate_distortion(latents, x, lmbda, distortion))
         pass_seconds = time.perf_counter() - started
         for _ in range(passes):
             if deadline is not None and not deadline.fits(pass_seconds, pass_seconds):
@@ -201,7 +203,7 @@ class LatentModel:
             x_hat = pad_to_multiple(terms.x_hat, self.stride)
             y = latents.y + step * (latents.y - self.model.g_a(x_hat))
             latents = Latents(y, self.hyper_analysis(y) if self.has_hyperprior else None)
-            candidate = (latents, self.true_rate_distortion(latents, x, lmbda))
+            candidate = (latents, self.true_rate_distortion(latents, x, lmbda, distortion))
             if candidate[1].loss < best[1].loss:
                 best = candidate
             else:
@@ -213,10 +215,12 @@ class LatentModel:
         return self.arch.side_parameters(self.model, z_tilde)
 
     def rate_distortion(
-        self, latents: Latents, x: Tensor, lmbda: float, relax: Relaxation, clamp: bool = False
+        self, latents: Latents, x: Tensor, lmbda: float, relax: Relaxation, clamp: bool = False,
+        distortion: Measure | None = None,
     ) -> RateDistortion:
-        """`L = R/P + λ·255²·MSE(x, g_s(ỹ))` with `z̃ = m + relax(z − m)`, `ỹ = μ + relax(y − μ)`
-        (the architecture's `rate` says how `μ` is found).
+        """`L = R/P + λ·255²·D(x, g_s(ỹ))` with `z̃ = m + relax(z − m)`, `ỹ = μ + relax(y − μ)`
+        (the architecture's `rate` says how `μ` is found); `D` is the MSE, or `distortion`
+        (`latentfit.distortion`: MS-SSIM, a mix, a region of interest's weights).
 
         `x` is the unpadded image (1, 3, H, W); the reconstruction is cropped to it and, with
         `clamp`, clamped to [0, 1] as the decoder does. A decoder update in `latents` acts on `g_s`
@@ -236,14 +240,16 @@ class LatentModel:
             x_hat = x_hat.clamp(0, 1)
         pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
         mse = F.mse_loss(x_hat, x)
-        return RateDistortion(rd_loss(bits / pixels, mse, lmbda), bits, mse, x_hat, pixels)
+        d = mse if distortion is None else distortion(x_hat, x)
+        return RateDistortion(rd_loss(bits / pixels, d, lmbda), bits, mse, x_hat, pixels)
 
     @torch.no_grad()
-    def true_rate_distortion(self, latents: Latents, x: Tensor, lmbda: float) -> RateDistortion:
+    def true_rate_distortion(self, latents: Latents, x: Tensor, lmbda: float,
+                             distortion: Measure | None = None) -> RateDistortion:
         """`L_true`: the loss of the hard-quantised latents, i.e. of what is actually transmitted
         (computed in `deterministic` mode, so its reconstruction is exactly what `decompress` gives)."""
         with deterministic(self.device):
-            return self.rate_distortion(latents, x, lmbda, torch.round, clamp=True)
+            return self.rate_distortion(latents, x, lmbda, torch.round, clamp=True, distortion=distortion)
 
     # -- entropy coding ------------------------------------------------------------------------
     index_checksum = staticmethod(index_checksum)

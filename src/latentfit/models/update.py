@@ -63,12 +63,17 @@ RECOMMENDED = "decoder"
 class UpdateForm(Strategy):
     """Where an update acts on `g_s`, and how many values it has. `step_exp`: values are multiples of
     2^-step_exp; `surrogate_decay`: the Laplace ratio of the rate surrogate while refining (the
-    file's own law is fitted to the final values); `lr_scale`: the update's learning rate against
-    the latents' (both are in quantisation steps)."""
+    file's own law is fitted to the final values).
+
+    How it is refined (`latentfit.refine`, the adapt stage): after the latents alone, for `share` of
+    their steps more, the update from zero with the latents; the update's lr is `lr_scale` times the
+    refinement's lr (both in quantisation steps), the latents' `latents_lr` times it."""
 
     step_exp: int = 8
     surrogate_decay: float = 0.25
     lr_scale: float = 10.0
+    share: float = 0.25
+    latents_lr: float = 0.1
     #: The form's number in the file, and the option its one argument byte holds (None: none).
     code: ClassVar[int]
     argument_option: ClassVar[str | None] = None
@@ -80,6 +85,10 @@ class UpdateForm(Strategy):
             raise ValueError(f"surrogate_decay must be in (0, 1), got {self.surrogate_decay}")
         if self.lr_scale <= 0:
             raise ValueError(f"lr_scale must be > 0, got {self.lr_scale}")
+        if not 0 < self.share <= 4:
+            raise ValueError(f"share must be in (0, 4] (of the latents' steps), got {self.share}")
+        if not 0 < self.latents_lr <= 1:
+            raise ValueError(f"latents_lr must be in (0, 1], got {self.latents_lr}")
 
     @property
     def step(self) -> float:
