@@ -9,6 +9,8 @@ named as the curves are (`runner.curve_method`): "sga+ssl", or with a decoder up
 
 Usage: python benchmarks/per_image_bd.py RESULTS_DIR --methods sga+ssl,sga [--steps 500] [--model M]
        python benchmarks/per_image_bd.py RESULTS_DIR --methods "sga+ssl adapt=decoder" --anchor sga+ssl
+       python benchmarks/per_image_bd.py RESULTS_DIR --methods "sga+ssl distortion=mix:0.5" --anchor sga+ssl \
+           --metric ssimulacra2     (psnr, ms-ssim in dB, ssimulacra2, cvvdp: what the cells measured)
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
-from latentfit.evaluation.runner import curve_method, journal_records
+from latentfit.evaluation.runner import curve_method, journal_records, ms_ssim_db
+
+#: --metric: the quality each point is measured in.
+QUALITY = {"psnr": lambda r: r["psnr"], "ms-ssim": lambda r: ms_ssim_db(r.get("ms_ssim")),
+           "ssimulacra2": lambda r: r.get("ssimulacra2"), "cvvdp": lambda r: r.get("cvvdp")}
 from latentfit.evaluation.bdrate import bd_rate
 
 
 def per_image_rates(records: list[dict], methods: list[str], steps: int, model: str,
-                    anchor_method: str = "none") -> dict[str, dict[str, float]]:
+                    anchor_method: str = "none", metric: str = "psnr") -> dict[str, dict[str, float]]:
     """{image: {method: BD-rate against that image's `anchor_method` curve}} for the images that the
     anchor and every one of `methods` (at `steps`; `none` at 0) have finished at every quality present."""
     points: dict[tuple[str, str], dict[int, tuple[float, float]]] = defaultdict(dict)
@@ -32,7 +38,7 @@ def per_image_rates(records: list[dict], methods: list[str], steps: int, model: 
             continue
         label = "none" if record["method"] == "none" else (curve_method(record) if record["steps"] == steps else None)
         if label in methods or label == anchor_method:
-            points[(record["image"], label)][record["quality"]] = (record["bpp"], record["psnr"])
+            points[(record["image"], label)][record["quality"]] = (record["bpp"], QUALITY[metric](record))
     qualities = {q for curve in points.values() for q in curve}
     images = sorted({image for image, _ in points
                      if all(set(points.get((image, m), {})) == qualities for m in [anchor_method, *methods])})
@@ -52,9 +58,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--model", default="latentfit-msh")
     parser.add_argument("--anchor", default="none", help="the curve BD-rates are against (default none)")
+    parser.add_argument("--metric", default="psnr", choices=sorted(QUALITY))
     args = parser.parse_args()
     methods = args.methods.split(",")
-    rates = per_image_rates(journal_records(args.results), methods, args.steps, args.model, args.anchor)
+    rates = per_image_rates(journal_records(args.results), methods, args.steps, args.model, args.anchor, args.metric)
     print("| image | " + " | ".join(methods) + " |")
     print("|---|" + "---|" * len(methods))
     for image, row in rates.items():

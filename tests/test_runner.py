@@ -223,6 +223,8 @@ def test_perceptual_metrics_are_measured_on_every_cell_and_summarised(tiny_eval,
     header = (tmp_path / "summary.md").read_text()
     assert "BD-rate (SSIMULACRA2) | BD-rate (CVVDP)" in header
     assert (tmp_path / "rd_cvvdp.png").exists() and (tmp_path / "rd_ssimulacra2.png").exists()
+    curve = json.loads((tmp_path / "latentfit-msh-sga+ssl-6.json").read_text())["results"]
+    assert len(curve["cvvdp"]) == 2 and curve["cvvdp"][0] < curve["cvvdp"][1]  # the CompressAI-format curve too
 
 
 @pytest.mark.parametrize("spec, expected", [("sga+ssl3:a=1.4:power=1.4", ("sga+ssl3", {"a": 1.4, "power": 1.4})),

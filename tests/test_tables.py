@@ -161,3 +161,21 @@ def test_a_missing_ms_ssim_is_never_averaged_as_zero():
                   2: [{"image": "a", "ms_ssim": 0.95, "bpp": 0.5}, {"image": "b", "ms_ssim": 0.97, "bpp": 0.7}]}
     assert mean_curve(by_quality, {"a", "b"}, "ms_ssim") == [None, pytest.approx(0.96)]
     assert mean_curve(by_quality, {"a", "b"}, "bpp") == [pytest.approx(0.3), pytest.approx(0.6)]
+
+
+def test_a_curve_with_a_decoder_update_or_another_distortion_has_its_own_seconds():
+    """The table finds each curve's cells by the curve's name, so an `adapt` or `distortion` curve
+    shows its own cells' seconds (it once showed 0.0: its cells were filed under the plain method)."""
+    from latentfit.evaluation.tables import bd_rate_table
+
+    records = [{"model": "m", "method": "sga+ssl", "steps": 500, "quality": 1, "image": "a.png", "seconds": 2.0},
+               {"model": "m", "method": "sga+ssl", "steps": 500, "quality": 1, "image": "a.png", "seconds": 7.0,
+                "adapt": "decoder"},
+               {"model": "m", "method": "sga+ssl", "steps": 500, "quality": 1, "image": "a.png", "seconds": 5.0,
+                "distortion": "ms-ssim"}]
+    rows = [{"model": "m", "method": method, "steps": 500, "anchor": "m none", "images": 1, "bd_rate": -1.0,
+             "bd_psnr": 0.1, "psnr_overlap": 0.9} for method in
+            ("sga+ssl", "sga+ssl adapt=decoder", "sga+ssl distortion=ms-ssim")]
+    table = {line.split(" | ")[1]: line for line in bd_rate_table(records, rows).splitlines()[2:]}
+    assert "| 2.0 |" in table["sga+ssl"] and "| 7.0 |" in table["sga+ssl adapt=decoder"]
+    assert "| 5.0 |" in table["sga+ssl distortion=ms-ssim"]

@@ -110,9 +110,9 @@ HELP = {
     "workers": "A folder's images in this many parallel processes (a local Ray instance; 1: one after another).",
     "ray_address": "Encode a folder's images on this existing Ray cluster (the paths must be readable there).",
     "model": "Model name (default: the bundled latentfit-msh).",
-    "adapt": "Also refine a per-image decoder update, sent in the file and paid for in its bits: none, decoder "
-             "(a scale and bias per channel of the decoder's layers), or postfilter[:kernel=3|5|7]; the file without "
-             "it is kept where that is better. Whole images only (with --tile none for images over 4 megapixels).",
+    "adapt": "After the latents, refine a per-image decoder update for a quarter of their steps more, sent in the "
+             "file and paid for in its bits: none, decoder (a scale and bias per channel of the decoder's layers), or "
+             "postfilter[:kernel=3|5|7]; the latents-only file is kept where that is better. Whole images only (with --tile none for images over 4 megapixels).",
     "distortion": "What the refinement minimises besides the rate: mse (the models' own), ms-ssim, or mix:W (W the "
                   "MS-SSIM share, e.g. mix:0.8); MS-SSIM needs images of at least 161 pixels a side.",
     "roi": "A region-of-interest mask (greyscale image of the input's size; white counts --roi-weight times black): "

@@ -33,7 +33,7 @@ from .perceptual import perceptual_scores
 from .records import LearnedRecord, Record, check_record
 from .references import references_for
 from .plots import convergence_plot, gain_per_second_plot, rd_plot
-from .tables import markdown_summary, seconds_per_megapixel
+from .tables import curve_method, markdown_summary, seconds_per_megapixel  # curve_method: re-exported
 
 
 @dataclass
@@ -387,14 +387,6 @@ def bd_pair(anchor: list[tuple], test: list[tuple]) -> tuple[float | None, float
     return tuple(v if v is not None and math.isfinite(v) else None for v in values)
 
 
-def curve_method(record: dict) -> str:
-    """The method a record's curve is named by: its method, and its decoder update and distortion if
-    not the default ("sga+ssl adapt=decoder", "sga+ssl distortion=ms-ssim")."""
-    adapt, distortion = record.get("adapt", "none"), record.get("distortion", "mse")
-    return (record["method"] + (f" adapt={adapt}" if adapt != "none" else "")
-            + (f" distortion={distortion}" if distortion != "mse" and not is_plain(record["method"]) else ""))
-
-
 def lmbda_curves(records: list[dict]) -> set[tuple]:
     """The (model, method, steps) whose curve runs along the λ axis: one quality, several λ entries (a
     model refined at other λ). The others run along the qualities, one curve per λ entry."""
@@ -467,7 +459,9 @@ def summarise(records: list[dict], results_dir: str | os.PathLike) -> dict:
                     "images": len(images),
                     "results": {axis: sorted(by_quality)} | {
                         column: mean_curve(by_quality, images, key) for column, key in
-                        [("bpp", "bpp"), ("psnr-rgb", "psnr"), ("ms-ssim-rgb", "ms_ssim"), ("encoding_time", "seconds")]}}
+                        [("bpp", "bpp"), ("psnr-rgb", "psnr"), ("ms-ssim-rgb", "ms_ssim"), ("encoding_time", "seconds")]
+                        + [(key, key) for key in ("ssimulacra2", "cvvdp")  # where the cells measured them
+                           if all(r.get(key) is not None for rs in by_quality.values() for r in rs)]}}
         atomic_write_bytes(results_dir / f"{name}.json", json.dumps(document, indent=2).encode(), force=True)
         curves[(model, method, steps)] = list(zip(document["results"]["bpp"], document["results"]["psnr-rgb"]))
     table = []

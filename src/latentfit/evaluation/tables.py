@@ -45,13 +45,21 @@ def seconds_per_megapixel(records: list[dict]) -> float | None:
     return statistics.median(rates) if rates else None
 
 
+def curve_method(record: dict) -> str:
+    """The method a record's curve is named by: its method, and its decoder update and distortion if
+    not the default ("sga+ssl adapt=decoder", "sga+ssl distortion=ms-ssim")."""
+    adapt, distortion = record.get("adapt", "none"), record.get("distortion", "mse")
+    return (record["method"] + (f" adapt={adapt}" if adapt != "none" else "")
+            + (f" distortion={distortion}" if distortion != "mse" else ""))
+
+
 def bd_rate_table(records: list[dict], bd_rates: list[dict]) -> str:
     """One row per compared curve: BD-rate and BD-PSNR against its anchor, images, median encode seconds
     per megapixel and per cell (a journal resumed over sessions mixes machines of different speed: the
     median is the typical cell's time, where one slow session would pull the mean)."""
     cells: dict[tuple, list[dict]] = defaultdict(list)
     for record in records:
-        cells[(record["model"], record["method"], record["steps"])].append(record)
+        cells[(record["model"], curve_method(record), record["steps"])].append(record)
     # BD-rates in the other metrics: MS-SSIM always, the perceptual ones where some row has them
     others = ["ms_ssim"] + [m for m in ("ssimulacra2", "cvvdp") if any(row.get(f"bd_rate_{m}") is not None
                                                                        for row in bd_rates)]

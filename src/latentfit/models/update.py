@@ -1,11 +1,12 @@
-"""Per-image decoder updates (`encode --adapt`): a few decoder-side parameters refined together with
-the latents, sent in the file (quantised and entropy-coded) and paid for in the loss.
+"""Per-image decoder updates (`encode --adapt`): a few decoder-side parameters refined after the latents
+(and with them: `latentfit.refine.adapt`), sent in the file (quantised and entropy-coded) and paid
+for in the loss.
 
 Following van Rozendaal et al. (ICLR 2021, instance-adaptive compression), the update's bits are part
 of the rate the optimiser minimises: while refining, a differentiable surrogate (the ideal code length
 of the relaxed values under a discrete Laplace law); in the true loss, the real code length of the
-section the file would hold (none at all for an all-zero update, so "no update" is the start and the
-loop's keep-best never makes a file worse than the latents alone).
+section the file would hold (none at all for an all-zero update, so the latents-only result is the
+adapt stage's start and its keep-best never makes a file worse than the latents alone).
 
 The base model stays as trained and shared: an update acts on `g_s` through forward hooks for the
 duration of one synthesis (`UpdateForm.applied`), so nothing is copied, and nothing that picks
