@@ -177,9 +177,7 @@ def adapt(model: LatentModel, x: Tensor, first: RefinementResult, begin: Start, 
         second, initial=first.initial, steps_run=first.steps_run + second.steps_run,
         best_step=first.best_step if second.best_step == 0 else first.steps_run + second.best_step,
         seconds=time.perf_counter() - begin.started, lr=config.learning_rate(),
-        trace=first.trace + [dataclasses.replace(r, step=r.step + first.steps_run,
-                                                 seconds=r.seconds + first.seconds)
-                             for r in second.trace[1:]],
+        trace=first.trace + [_later(r, first.steps_run, first.seconds) for r in second.trace[1:]],
         stopped_by=second.stopped_by if second.stopped_by != "steps" else first.stopped_by,
         fallback=first)
 
@@ -192,13 +190,16 @@ class Shifted(LoopHook):
         self.hook, self.offset, self.seconds = hook, offset, seconds
 
     def on_evaluation(self, step, true, record, problem) -> None:
-        self.hook.on_evaluation(step + self.offset, true, dataclasses.replace(
-            record, step=record.step + self.offset, seconds=record.seconds + self.seconds), problem)
+        self.hook.on_evaluation(step + self.offset, true, _later(record, self.offset, self.seconds), problem)
 
     def on_step(self, step, planned, record) -> None:
-        shifted = None if record is None else dataclasses.replace(record, step=record.step + self.offset,
-                                                                  seconds=record.seconds + self.seconds)
+        shifted = None if record is None else _later(record, self.offset, self.seconds)
         self.hook.on_step(step + self.offset, planned + self.offset, shifted)
+
+
+def _later(record: TraceRecord, steps: int, seconds: float) -> TraceRecord:
+    """A later stage's trace record as counted from the refinement's start."""
+    return dataclasses.replace(record, step=record.step + steps, seconds=record.seconds + seconds)
 
 
 def refine_whole(model: LatentModel, x: Tensor, begin: Start, config: RefinementConfig, lmbda: float,
