@@ -31,6 +31,8 @@ import math
 import time
 from typing import Callable, Sequence
 
+import torch
+
 from . import rate_control
 from .codec import EncodeResult, StageClock, decode, decode_stream, encode_stats, entropy_code, file_loss
 from .config import RefinementConfig
@@ -124,7 +126,8 @@ def keep_better(image: LoadedImage, model: LatentModel, lmbda: float, encoded: E
         return encoded, {}
     parameters = update.values.numel()
     fallback = encoded.refinement.fallback
-    if encoded.stream.update is None and fallback is None:  # refined to all zeros: nothing was written
+    if encoded.stream.update is None and (fallback is None or _same_latents(fallback.latents, encoded)):
+        # refined to all zeros from the latents-only result: this file is that one, nothing to compare
         return encoded, {"update_bytes": 0, "update_parameters": parameters}
     if fallback is None:
         plain_latents = dataclasses.replace(encoded.refinement.latents, update=None)
@@ -143,6 +146,12 @@ def keep_better(image: LoadedImage, model: LatentModel, lmbda: float, encoded: E
         return plain, comparison | {"update_bytes": 0, "update_parameters": parameters}
     written = 0 if encoded.stream.update is None else len(encoded.stream.update.to_bytes())
     return encoded, comparison | {"update_bytes": written, "update_parameters": parameters}
+
+
+def _same_latents(latents, encoded: EncodeResult) -> bool:
+    """Whether `encoded`'s latents are `latents` (the adapt stage kept its start: no step improved it)."""
+    kept = encoded.refinement.latents
+    return torch.equal(kept.y, latents.y) and (kept.z is None or torch.equal(kept.z, latents.z))
 
 
 def encode_to_target(image: LoadedImage, models: LatentModel | Sequence[LatentModel], target: Target,
