@@ -278,6 +278,21 @@ def test_a_folder_on_two_workers_gives_the_same_files_and_resumes(tmp_path):
         assert stats["seed"] == 3 and stats["steps_run"] == 20
 
 
+def test_a_parallel_folder_refines_for_the_distortion_asked_for(tmp_path):
+    pytest.importorskip("ray")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with Image.open(kodak_image()) as img:
+        for index in range(2):
+            img.crop((index * 200, 100, index * 200 + 176, 292)).save(folder / f"img{index}.png")
+    proc = run("encode", folder, "-o", tmp_path / "out", "--steps", "5", "--distortion", "mix:0.5", "--workers", "2",
+               "--json")
+    assert proc.returncode == 0, proc.stderr
+    stats = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(stats) == 2 and {s["distortion"] for s in stats} == {"mix:0.5"}
+    assert all(s["config"]["distortion"] == {"name": "mix", "weight": 0.5} for s in stats)
+
+
 def test_a_bad_image_stops_a_parallel_folder_with_one_line_and_no_partial_file(tmp_path):
     pytest.importorskip("ray")
     source = _three_crops(tmp_path / "in")

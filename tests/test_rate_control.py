@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 import latentfit
 from latentfit import Target, TargetUnreachableError
 from latentfit.imageio import center_crop
-from latentfit.metrics import psnr
-from latentfit.rate_control import Curve, PlainPoint, _interpolate
+from latentfit.metrics import ms_ssim, psnr
+from latentfit.rate_control import Curve, PlainPoint, _interpolate, ms_ssim_db
 
 from .conftest import kodak_image
 
@@ -25,16 +25,24 @@ def family():
     return latentfit.load_family()
 
 
+def _crop(side: int):
+    return center_crop(latentfit.load_image(kodak_image("kodim23.png")), (side, side))
+
+
+def _plain(family, image) -> dict:
+    """bytes, PSNR and MS-SSIM of each quality's plain file (quality -> stats)."""
+    none = latentfit.RefinementConfig(method="none")
+    return {m.quality: latentfit.encode(image, m, none).stats for m in family}
+
+
 @pytest.fixture(scope="module")
 def crop():
-    return center_crop(latentfit.load_image(kodak_image("kodim23.png")), (128, 128))
+    return _crop(128)
 
 
 @pytest.fixture(scope="module")
 def plain(family, crop):
-    """bytes and PSNR of each quality's plain file (quality -> stats)."""
-    none = latentfit.RefinementConfig(method="none")
-    return {m.quality: latentfit.encode(crop, m, none).stats for m in family}
+    return _plain(family, crop)
 
 
 def _config(**kw):
@@ -83,6 +91,31 @@ def test_psnr_target_is_met_by_the_decoded_file(family, crop, plain):
     assert psnr(latentfit.imageio.to_uint8(crop.tensor), decoded) >= goal
     assert result.stats["psnr"] < goal + 0.5  # met with the file it needs, not the largest one
     assert result.stats["target"] == {"kind": "psnr", "value": goal}
+
+
+@pytest.fixture(scope="module")
+def crop192():
+    """A crop MS-SSIM's five scales can measure (at least 161 pixels a side)."""
+    return _crop(192)
+
+
+@pytest.fixture(scope="module")
+def plain192(family, crop192):
+    return _plain(family, crop192)
+
+
+@pytest.mark.slow
+def test_ms_ssim_target_is_met_by_the_decoded_file(family, crop192, plain192):
+    goal = round((plain192[1]["ms_ssim"] + plain192[2]["ms_ssim"]) / 2, 4)
+    result = latentfit.encode(crop192, family, _config(distortion="mix:0.5"), target=Target("ms-ssim", goal))
+    decoded = latentfit.decode(result.data, family[result.stats["quality"] - 1])
+    achieved = ms_ssim(latentfit.imageio.to_uint8(crop192.tensor), decoded)
+    assert achieved >= goal and result.stats["achieved"]["ms_ssim"] == pytest.approx(achieved)
+    assert ms_ssim_db(achieved) < ms_ssim_db(goal) + 0.5  # met with the file it needs, not the largest one
+    assert result.stats["target"] == {"kind": "ms-ssim", "value": goal}
+    assert result.stats["distortion"] == "mix:0.5"
+    # fewer bytes than the smallest plain file that meets it
+    assert len(result.data) < min(s["bytes"] for s in plain192.values() if s["ms_ssim"] >= goal)
 
 
 @pytest.mark.slow
@@ -138,7 +171,8 @@ def test_settings_a_target_overrides_are_refused(family, crop, config, message):
         latentfit.encode(crop, family, config, target=Target("bytes", 5000))
 
 
-@pytest.mark.parametrize("kind, value", [("bytes", 0), ("psnr", -3), ("bpp", float("nan")), ("size", 10)])
+@pytest.mark.parametrize("kind, value", [("bytes", 0), ("psnr", -3), ("bpp", float("nan")), ("size", 10),
+                                         ("ms-ssim", 1.0), ("ms-ssim", 98)])
 def test_bad_targets_are_refused(kind, value):
     with pytest.raises(latentfit.LatentfitError):
         Target(kind, value)
@@ -202,6 +236,8 @@ def test_cli_target_bytes_json(small_png, tmp_path, plain):
     (["--target-psnr", "30", "--lmbda", "0.01"], "leave out --lmbda"),
     (["--target-psnr", "30", "--target-bytes", "900"], "one target"),
     (["--target-bpp", "-1"], "positive"),
+    (["--target-ms-ssim", "1.5"], "between 0 and 1"),
+    (["--target-ms-ssim", "0.97"], "at least 161 pixels"),  # the 128² crop is too small for MS-SSIM
 ])
 def test_cli_refusals_are_one_line_exit_2_nothing_written(small_png, tmp_path, args, message):
     out = tmp_path / "a.lfc"
@@ -210,8 +246,23 @@ def test_cli_refusals_are_one_line_exit_2_nothing_written(small_png, tmp_path, a
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr
     assert not out.exists()
-    if "out of reach" in message:
+    if "out of reach" in message or "161" in message:
         assert str(small_png) in proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_ms_ssim_target_refines_for_mix_by_default(tmp_path, crop192, plain192):
+    from latentfit.imageio import save_image, to_uint8
+
+    image = tmp_path / "crop.png"
+    save_image(image, to_uint8(crop192.tensor))
+    goal = round((plain192[2]["ms_ssim"] + plain192[3]["ms_ssim"]) / 2, 4)
+    out = tmp_path / "a.lfc"
+    proc = _cli("encode", image, "-o", out, "--target-ms-ssim", goal, "--steps", STEPS, "--json", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    assert stats["distortion"] == "mix:0.5" and stats["achieved"]["ms_ssim"] >= goal
+    assert out.stat().st_size == stats["bytes"]
 
 
 @pytest.mark.slow

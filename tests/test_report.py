@@ -1,6 +1,7 @@
 """The self-contained HTML report (`latentfit.evaluation.report`)."""
 
 import pytest
+from PIL import Image
 
 from latentfit.evaluation import EvalConfig, run_evaluation
 from latentfit.evaluation.runner import summarise
@@ -77,3 +78,22 @@ def test_report_skips_a_file_it_cannot_decode_and_shows_the_next_image(tmp_path)
     assert f"{first}: not shown" in html
     second = sorted({r["image"] for r in records})[1]
     assert f"<h3>{second}</h3>" in html and html.count('class="viewer"') == 1
+
+
+def test_report_shows_the_bd_rates_and_plots_of_the_metrics_measured(tmp_path):
+    """`eval --metric`: the report's BD table gets a column per metric the summary has, and the
+    metric's R-D plot; a metric nobody measured gets neither."""
+    from latentfit.evaluation.report import write_report
+
+    kodak_image()
+    config = EvalConfig(datasets=[str(KODAK)], qualities=[1, 2, 3, 4], methods=["none", "sga+ssl"], steps=[3],
+                        crop=(64, 64), limit=1)
+    records = run_evaluation(config, tmp_path)
+    summary = summarise(records, tmp_path)
+    refined = next(r for r in summary["bd_rates"] if r["method"] == "sga+ssl")
+    refined["bd_rate_ssimulacra2"] = -12.345
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "rd_ssimulacra2.png")
+    html = write_report(records, summary, config, tmp_path, viewer_images=0).read_text()
+    assert "<th>BD-rate, SSIMULACRA2</th>" in html and "<td>-12.35 %</td>" in html
+    assert 'alt="rd_ssimulacra2.png"' in html
+    assert "ColorVideoVDP" not in html and 'alt="rd_cvvdp.png"' not in html

@@ -62,6 +62,8 @@ def encode_path(path: Path, latent_model, config, goal, started: float, progress
         weights = load_roi(roi, image.height, image.width, ROI_WEIGHT if roi_weight is None else roi_weight)
         image = dataclasses.replace(image, roi=weights)
     image_distortion(image, config, str(path))
+    if goal is not None:
+        goal.check(image.height, image.width, str(path))
     try:
         return image, encode(image, latent_model, config, progress=progress, started=started, target=goal)
     except TargetUnreachableError as exc:

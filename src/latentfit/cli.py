@@ -15,7 +15,7 @@ from .allocator import tune_allocator
 from .batch import ModelSource, encode_path, encode_task, pending_images
 from .batch import torch_device as _device
 from .config import AUTO_STEPS, BUDGET_TAU_END, BUDGET_TAU_START, CLOSED_LOOP_STEP, PAPERS_PROTOCOL, RefinementConfig
-from .distortion import ROI_WEIGHT
+from .distortion import MS_SSIM_TARGET_DISTORTION, ROI_WEIGHT
 from .errors import LatentfitError
 from .evaluation.classical import describe_codecs
 from .relaxations import PROXIES, QuantizationProxy, describe_methods, parse_method
@@ -105,6 +105,8 @@ HELP = {
     "target_bytes": "Make each file at most this many bytes (chooses the quality and λ; not with --lmbda).",
     "target_bpp": "Make each file at most this many bits per pixel.",
     "target_psnr": "Make each decoded image at least this PSNR (dB), with the smallest file found.",
+    "target_ms_ssim": "Make each decoded image at least this MS-SSIM (between 0 and 1, e.g. 0.98), with the smallest "
+                      "file found (refined for --distortion mix:0.5 unless --distortion says otherwise).",
     "trace": "Write the optimisation trace (JSON) here.",
     "threads": "torch CPU threads (0: PyTorch's default; 1 per worker with --workers).",
     "workers": "A folder's images in this many parallel processes (a local Ray instance; 1: one after another).",
@@ -113,8 +115,8 @@ HELP = {
     "adapt": "After the latents, refine a per-image decoder update for a quarter of their steps more, sent in the "
              "file and paid for in its bits: none, decoder (a scale and bias per channel of the decoder's layers), or "
              "postfilter[:kernel=3|5|7]; the latents-only file is kept where that is better. Whole images only (with --tile none for images over 4 megapixels).",
-    "distortion": "What the refinement minimises besides the rate: mse (the models' own), ms-ssim, or mix:W (W the "
-                  "MS-SSIM share, e.g. mix:0.8); MS-SSIM needs images of at least 161 pixels a side.",
+    "distortion": "What the refinement minimises besides the rate: mse (the models' own; the default), ms-ssim, or "
+                  "mix:W (W the MS-SSIM share, e.g. mix:0.5); MS-SSIM needs images of at least 161 pixels a side.",
     "roi": "A region-of-interest mask (greyscale image of the input's size; white counts --roi-weight times black): "
            "its pixels' squared error weighs more (mse or mix). One image only.",
     "roi_weight": "How much a white pixel of the --roi mask counts against a black one (grey between).",
@@ -142,7 +144,7 @@ def encode(
     variables: str = typer.Option(RefinementConfig.variables, help=HELP["variables"]),
     closed_loop: int = typer.Option(RefinementConfig.closed_loop, help=HELP["closed_loop"]),
     adapt: str = typer.Option(RefinementConfig.adapt, help=HELP["adapt"]),
-    distortion: str = typer.Option(RefinementConfig.distortion, help=HELP["distortion"]),
+    distortion: Optional[str] = typer.Option(None, help=HELP["distortion"]),
     roi: Optional[Path] = typer.Option(None, help=HELP["roi"]),
     roi_weight: float = typer.Option(ROI_WEIGHT, help=HELP["roi_weight"]),
     tau_max: Optional[float] = typer.Option(None, help=HELP["tau_max"]),
@@ -161,6 +163,7 @@ def encode(
     target_bytes: Optional[int] = typer.Option(None, help=HELP["target_bytes"]),
     target_bpp: Optional[float] = typer.Option(None, help=HELP["target_bpp"]),
     target_psnr: Optional[float] = typer.Option(None, help=HELP["target_psnr"]),
+    target_ms_ssim: Optional[float] = typer.Option(None, help=HELP["target_ms_ssim"]),
     trace: Optional[Path] = typer.Option(None, help=HELP["trace"]),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(0, help=HELP["threads"]),
@@ -177,9 +180,11 @@ def encode(
     --ray-address spread a folder's images over processes (one thread each unless --threads); the files
     are the same bytes as one after another with the same --threads.
     """
+    if distortion is None:  # an MS-SSIM target is met with fewer bytes refining for it too
+        distortion = MS_SSIM_TARGET_DISTORTION if target_ms_ssim is not None else RefinementConfig.distortion
     config = _refinement_config({k: v for k, v in locals().items() if k in REFINEMENT_FIELDS},
                                 tau_max, tau_rate, t0, tau_min, anneal_to)
-    goal = _target(target_bytes, target_bpp, target_psnr, lmbda)
+    goal = _target(target_bytes, target_bpp, target_psnr, lmbda, target_ms_ssim)
     batch = input.is_dir()
     _check_encode_outputs(input, output, trace, force, workers)
     if batch and roi is not None:
@@ -224,12 +229,12 @@ def _check_encode_outputs(input: Path, output: Path, trace: Optional[Path], forc
         _check_output(trace, force)
 
 
-def _target(target_bytes, target_bpp, target_psnr, lmbda):
+def _target(target_bytes, target_bpp, target_psnr, lmbda, target_ms_ssim=None):
     """The one target asked for, or None; refused with --lmbda or with another target."""
     from .rate_control import Target
 
-    given = {kind: value for kind, value in (("bytes", target_bytes), ("bpp", target_bpp), ("psnr", target_psnr))
-             if value is not None}
+    given = {kind: value for kind, value in (("bytes", target_bytes), ("bpp", target_bpp), ("psnr", target_psnr),
+                                             ("ms-ssim", target_ms_ssim)) if value is not None}
     if not given:
         return None
     if len(given) > 1:
@@ -269,6 +274,9 @@ def _report(stats: dict, as_json: bool) -> None:
         typer.echo(json.dumps(stats))
         return
     head = f"{stats['output']}: {stats['bytes']} bytes, {stats['bpp']:.4f} bpp, PSNR {stats['psnr']:.2f} dB"
+    if stats.get("ms_ssim") is not None and (stats.get("distortion", "mse") != "mse"
+                                             or stats.get("target", {}).get("kind") == "ms-ssim"):
+        head += f", MS-SSIM {stats['ms_ssim']:.4f}"
     if "target" in stats:  # the true losses are at different λ: the target and where it landed say more
         target = stats["target"]
         typer.echo(f"{head} (target {target['kind']} {target['value']:g}: quality {stats['quality']}, "

@@ -18,7 +18,7 @@ One `Deadline` (`latentfit.deadline`) owns the clock of the whole encode, from r
 caller's `started`) to the bytes: stages 2 and 3 end early enough for 4–6, which cost about
 `ENCODE_TAIL_EVALUATIONS` true-loss evaluations.
 
-An encode to a target (a file size, a bitrate or a PSNR: `rate_control`) runs a plan before stage 1
+An encode to a target (a file size, a bitrate, a PSNR or an MS-SSIM: `rate_control`) runs a plan before stage 1
 (the plain encodes of every quality, which choose the model and the starting λ, or refuse the
 target), refines with a `Steering` hook, and replaces stages 4–6 with one: the best candidate whose
 real file meets the target (`rate_control.best_candidate`).
@@ -70,8 +70,8 @@ def encode(
     early enough that entropy coding, the check decode and the metrics fit too. `progress(step,
     planned, record)` is called after every refinement step.
 
-    `target` (`latentfit.Target("bytes", 40_000)`, `"bpp"`, or `"psnr"`) asks for a file size or a
-    quality instead: `model` may then be a family (`load_family()`, every quality of a model), and
+    `target` (`latentfit.Target("bytes", 40_000)`, `"bpp"`, `"psnr"` or `"ms-ssim"`) asks for a file
+    size or a quality instead (refined for `config.distortion`, whatever the target measures): `model` may then be a family (`load_family()`, every quality of a model), and
     the quality and λ are chosen to meet it (`latentfit.rate_control`).
     """
     hooks = [Progress(progress)] if progress is not None else []
@@ -160,9 +160,7 @@ def encode_to_target(image: LoadedImage, models: LatentModel | Sequence[LatentMo
     a single model fixes the quality) and the λ of its refinement. The result's stats add `target`,
     `achieved`, `lmbda_probes` and `real_encodes`."""
     config = rate_control.protocol(config)
-    if config.distortion != "mse" or image.roi is not None:
-        raise LatentfitError("a target (file size, bitrate, PSNR) is met with the mse distortion and no region of "
-                             "interest in this version: drop --distortion / --roi or the target")
+    distortion = image_distortion(image, config)
     deadline = Deadline(clock.started, config.time_budget, ENCODE_TAIL_EVALUATIONS)
     clock.mark("began")
     plain = dataclasses.replace(config, method="none", proxy_options={}, lmbda=None, tile=None, adapt="none")
@@ -179,7 +177,9 @@ def encode_to_target(image: LoadedImage, models: LatentModel | Sequence[LatentMo
         return result
     run_config = dataclasses.replace(config, lmbda=math.exp(plan.log_start), tile=None)
     x = image.tensor.to(plan.model.device)
-    begin = start(plan.model, x, pad_to_multiple(x, plan.model.stride), run_config.lmbda, run_config, deadline)
-    refined = refine(plan.model, x, begin, run_config, run_config.lmbda, deadline, [*hooks, plan.steering])
+    begin = start(plan.model, x, pad_to_multiple(x, plan.model.stride), run_config.lmbda, run_config, deadline,
+                  distortion)
+    refined = refine(plan.model, x, begin, run_config, run_config.lmbda, deadline, [*hooks, plan.steering],
+                     distortion)
     clock.mark("coding")
     return rate_control.best_candidate(plan, refined, config, clock, encode_plain)

@@ -1,4 +1,4 @@
-"""Rate control: encode to a file size, a bitrate or a quality instead of a fixed λ.
+"""Rate control: encode to a file size, a bitrate or a quality (PSNR, MS-SSIM) instead of a fixed λ.
 
 A target is met by one refinement run whose λ is steered while it runs (the latents and Adam's
 state carry over from one λ to the next; nothing restarts from the plain encoder):
@@ -12,8 +12,11 @@ state carry over from one λ to the next; nothing restarts from the plain encode
 3. the real file decides: candidates are entropy-coded (and, for a PSNR target, decoded) best
    first until one meets the target, so the guarantee is checked on the bytes that are written.
 
-Guarantees: the file is never larger than a bytes/bpp target and its decoded PSNR never below a
-PSNR target; an unreachable target raises `TargetUnreachableError` naming the image's range.
+Guarantees: the file is never larger than a bytes/bpp target and its decoded PSNR (MS-SSIM) never
+below a PSNR (MS-SSIM) target; an unreachable target raises `TargetUnreachableError` naming the
+image's range. MS-SSIM is steered in dB, `−10·log10(1 − MS-SSIM)`, which like PSNR is nearly linear in
+ln λ. Any distortion (`RefinementConfig.distortion`, a region of interest) can be refined to a target:
+among the candidates that meet a size target, the one with the lowest distortion of that kind is kept.
 """
 
 from __future__ import annotations
@@ -31,17 +34,18 @@ from .config import RefinementConfig
 from .errors import LatentfitError
 from .imageio import LoadedImage, pad_to_multiple, to_uint8
 from .loop import LoopHook, RefinementResult, TrueLoss
-from .metrics import psnr
+from .metrics import MS_SSIM_MIN_SIDE, ms_ssim, psnr
 from .models.adapter import LatentModel, Latents
 
-#: The kinds of target, as the CLI spells them (`--target-bytes`, `--target-bpp`, `--target-psnr`).
-TARGET_KINDS = ("bytes", "bpp", "psnr")
+#: The kinds of target, as the CLI spells them (`--target-bytes`, `--target-bpp`, `--target-psnr`,
+#: `--target-ms-ssim`).
+TARGET_KINDS = ("bytes", "bpp", "psnr", "ms-ssim")
 #: λ is searched within [λ_lowest / LAMBDA_REACH, λ_highest · LAMBDA_REACH] of the family's models.
 LAMBDA_REACH = 4.0
 #: Steering aims this far inside the target (relative for sizes, dB for PSNR), so that the iterates
 #: near the end of the run mostly meet it.
 SIZE_MARGIN = 0.006
-PSNR_MARGIN = 0.03
+QUALITY_MARGIN = 0.03  # dB of PSNR or of MS-SSIM
 #: Share of the remaining error corrected at each evaluation (an integral controller's gain).
 GAIN = 0.6
 #: How strongly a refinement's iterate follows a change of λ within the run, relative to the plain
@@ -49,17 +53,18 @@ GAIN = 0.6
 RESPONSE = 0.3
 #: At most this factor of change of λ per evaluation.
 MAX_LAMBDA_STEP = 2.0
-#: Without two plain points, the slopes of the bundled models' Kodak curves: ln bytes and PSNR (dB)
-#: per ln λ.
-PRIOR_SLOPE = {"size": 0.65, "psnr": 2.9}
+#: Without two plain points, the slopes of the bundled models' Kodak curves: ln bytes, PSNR (dB) and
+#: MS-SSIM (dB) per ln λ (MS-SSIM: the median over the first 4 odd Kodak crops, results/objectives).
+PRIOR_SLOPE = {"size": 0.65, "psnr": 2.9, "ms-ssim": 3.3}
 #: Where refinement at a model's own λ moves its file from the plain encoder's: ln bytes and PSNR (dB);
 #: the medians over the 24 Kodak crops of `sga+ssl` (results/kodak-256: +0.6 to +1.1 dB, bytes within
-#: ±7 %). Used to predict the starting λ (and so the quality) for the refined file.
-REFINED_SHIFT = {"size": 0.0, "psnr": 0.9}
+#: ±7 %); MS-SSIM (dB): +0.8 (the first 4 of the 12 odd Kodak crops in results/objectives/kodak-crops; +1.5
+#: refined for mix:0.5). Used to predict the starting λ (and so the quality) for the refined file.
+REFINED_SHIFT = {"size": 0.0, "psnr": 0.9, "ms-ssim": 0.8}
 #: What refinement at the end of the λ range may still win beyond the extrapolated plain curve, used
 #: only to refuse targets before any work: sizes down to this fraction, PSNR up by this many dB.
 REFUSE_SIZE_FRACTION = 0.6
-REFUSE_PSNR_MARGIN = 1.5
+REFUSE_QUALITY_MARGIN = 1.5  # dB
 #: Candidates kept for the final check, best first.
 CANDIDATES = 6
 
@@ -68,9 +73,15 @@ class TargetUnreachableError(LatentfitError):
     """The target lies outside what the models can reach on this image."""
 
 
+def ms_ssim_db(value: float) -> float:
+    """MS-SSIM in dB, `−10·log10(1 − MS-SSIM)` (inf for 1)."""
+    return math.inf if value >= 1 else -10.0 * math.log10(1.0 - value)
+
+
 @dataclass(frozen=True)
 class Target:
-    """`kind` is "bytes" (file size), "bpp" (file size / pixels) or "psnr" (dB of the decoded file)."""
+    """`kind` is "bytes" (file size), "bpp" (file size / pixels), "psnr" (dB of the decoded file) or
+    "ms-ssim" (MS-SSIM of the decoded file, in (0, 1), e.g. 0.98)."""
 
     kind: str
     value: float
@@ -80,10 +91,35 @@ class Target:
             raise LatentfitError(f"unknown target kind '{self.kind}' (use {', '.join(TARGET_KINDS)})")
         if not (isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value > 0):
             raise LatentfitError(f"--target-{self.kind} must be a positive number, got {self.value!r}")
+        if self.kind == "ms-ssim" and not self.value < 1:
+            raise LatentfitError(f"--target-ms-ssim is an MS-SSIM between 0 and 1 (e.g. 0.98), got {self.value!r}")
 
     @property
     def is_size(self) -> bool:
-        return self.kind != "psnr"
+        return self.kind in ("bytes", "bpp")
+
+    @property
+    def curve_kind(self) -> str:
+        """What its curve and steering measure: "size" (ln bytes), "psnr" or "ms-ssim" (dB)."""
+        return "size" if self.is_size else self.kind
+
+    @property
+    def db(self) -> float:
+        """A quality target in dB (PSNR, or MS-SSIM in dB)."""
+        return ms_ssim_db(self.value) if self.kind == "ms-ssim" else self.value
+
+    def check(self, height: int, width: int, source: str = "image") -> None:
+        """Refuse (one line) an image this target cannot be measured on."""
+        if self.kind == "ms-ssim" and min(height, width) < MS_SSIM_MIN_SIDE:
+            raise LatentfitError(f"{source}: --target-ms-ssim needs images of at least {MS_SSIM_MIN_SIDE} pixels "
+                                 f"a side (MS-SSIM's scales), got {width}x{height}")
+
+    def quality_of(self, reference: np.ndarray, decoded: np.ndarray) -> float:
+        """The decoded file's quality in the target's units (MS-SSIM for an MS-SSIM target, else PSNR)."""
+        return ms_ssim(reference, decoded) if self.kind == "ms-ssim" else psnr(reference, decoded)
+
+    def describe(self, quality: float) -> str:
+        return f"{quality:.4f}" if self.kind == "ms-ssim" else f"{quality:.2f} dB"
 
     def size_limit(self, height: int, width: int) -> int:
         """The largest file (bytes) a size target allows for an image of this size."""
@@ -111,11 +147,12 @@ def _interpolate(xs: Sequence[float], ys: Sequence[float], x: float, slope: floa
 @dataclass
 class PlainPoint:
     """One model's plain encode of the image: the ideal size (bytes, with the calibrated header and
-    coder overhead) and the PSNR at its own λ."""
+    coder overhead), the PSNR and (for an MS-SSIM target) the MS-SSIM in dB at its own λ."""
 
     model: LatentModel
     size: float
     psnr: float
+    ms_ssim_db: float | None = None
 
     @property
     def log_lmbda(self) -> float:
@@ -124,13 +161,20 @@ class PlainPoint:
 
 @dataclass
 class Curve:
-    """The image's plain R-D curve over ln λ: `metric(ln λ)` is ln bytes (size targets) or PSNR."""
+    """The image's plain R-D curve over ln λ: `metric(ln λ)` is ln bytes (size targets), PSNR or
+    MS-SSIM in dB (`kind`: "size", "psnr", "ms-ssim")."""
 
     points: list[PlainPoint]
     is_size: bool
+    kind: str = ""
+
+    def __post_init__(self):
+        self.kind = self.kind or ("size" if self.is_size else "psnr")
 
     def value(self, point: PlainPoint) -> float:
-        return math.log(point.size) if self.is_size else point.psnr
+        if self.is_size:
+            return math.log(point.size)
+        return point.ms_ssim_db if self.kind == "ms-ssim" else point.psnr
 
     def at(self, log_lmbda: float) -> float:
         xs = [p.log_lmbda for p in self.points]
@@ -138,7 +182,7 @@ class Curve:
 
     @property
     def prior_slope(self) -> float:
-        return PRIOR_SLOPE["size" if self.is_size else "psnr"]
+        return PRIOR_SLOPE[self.kind]
 
     def slope(self, log_lmbda: float) -> float:
         """d metric / d ln λ near `log_lmbda`, kept within a factor 3 of the prior."""
@@ -158,20 +202,23 @@ class Curve:
 
 @dataclass
 class Candidate:
-    score: float  # higher is better: PSNR for size targets, −size for PSNR targets
+    score: float  # higher is better: quality for size targets, −size for quality targets
     step: int
     lmbda: float
     latents: Latents
     true: TrueLoss
     size: float
-    psnr: float
+    quality: float  # PSNR, or MS-SSIM in dB for an MS-SSIM target
 
 
 @dataclass
 class Steering(LoopHook):
     """The refinement loop's hook that moves the problem's λ at each true-loss evaluation towards the
     target and keeps the iterates that look feasible (by the ideal size plus the calibrated overhead,
-    or the true PSNR); the encoder's own latents (the start) are a candidate too."""
+    or the true PSNR or MS-SSIM); the encoder's own latents (the start) are a candidate too.
+
+    Among feasible iterates of a size target the best has the lowest distortion the refinement
+    minimises (`distortion` set: that one, `(L − R/P)/(λ·255²)`; else the highest PSNR)."""
 
     target: Target
     curve: Curve
@@ -181,6 +228,11 @@ class Steering(LoopHook):
     log_high: float
     pixels: int
     overhead: float
+    #: the refinement's own distortion is not the plain MSE (another objective, a region of interest)
+    distortion: bool = False
+    #: for an MS-SSIM target: `x` and the model, to measure each iterate's MS-SSIM
+    x: torch.Tensor | None = None
+    model: LatentModel | None = None
     lmbdas: list[float] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
     #: the most nearly feasible iterate and how far outside the target it is, for when none is feasible
@@ -190,8 +242,20 @@ class Steering(LoopHook):
     def size_of(self, true: TrueLoss) -> float:
         return true.bpp * self.pixels / 8 + self.overhead
 
-    def metric(self, true: TrueLoss) -> float:
-        return math.log(self.size_of(true)) if self.target.is_size else true.psnr
+    def quality(self, true: TrueLoss, latents: Latents) -> float:
+        """PSNR, or for an MS-SSIM target the iterate's MS-SSIM in dB (one more synthesis)."""
+        if self.target.kind != "ms-ssim":
+            return true.psnr
+        with torch.no_grad():
+            x_hat = self.model.true_rate_distortion(latents, self.x, 1.0).x_hat
+        return _ms_ssim_db_of(x_hat, self.x)
+
+    def score(self, true: TrueLoss, quality: float, lmbda: float) -> float:
+        if not self.target.is_size:
+            return -self.size_of(true)
+        if self.distortion:
+            return -(true.loss - true.bpp) / (lmbda * 255.0**2)
+        return quality
 
     def on_start(self, problem, initial: TrueLoss) -> None:
         self.observe(0, initial, problem)
@@ -200,11 +264,12 @@ class Steering(LoopHook):
         self.observe(step, true, problem)
 
     def observe(self, step: int, true: TrueLoss, problem) -> None:
-        metric, size = self.metric(true), self.size_of(true)
+        latents = problem.latents(problem.snapshot()).detach()
+        size, quality = self.size_of(true), self.quality(true, latents)
+        metric = math.log(size) if self.target.is_size else quality
         distance = (metric - self.limit) if self.target.is_size else (self.limit - metric)  # > 0: outside
-        score = true.psnr if self.target.is_size else -size
-        candidate = Candidate(score, step, problem.lmbda, problem.latents(problem.snapshot()).detach(), true,
-                              size, true.psnr)
+        candidate = Candidate(self.score(true, quality, problem.lmbda), step, problem.lmbda, latents, true,
+                              size, quality)
         if distance <= 0:
             self.candidates.append(candidate)
             self.candidates.sort(key=lambda c: -c.score)
@@ -220,13 +285,22 @@ class Steering(LoopHook):
         self.lmbdas.append(problem.lmbda)
 
 
-def _plain_point(model: LatentModel, x: torch.Tensor) -> tuple[PlainPoint, Latents]:
-    """`model`'s plain encode of `x`: its ideal size in bytes (no overhead yet) and PSNR, and the latents."""
+def _ms_ssim_db_of(x_hat: torch.Tensor, x: torch.Tensor) -> float:
+    from pytorch_msssim import ms_ssim as ms_ssim_of
+
+    return ms_ssim_db(float(ms_ssim_of(x_hat.float(), x.float(), data_range=1.0)))
+
+
+def _plain_point(model: LatentModel, x: torch.Tensor, with_ms_ssim: bool = False) -> tuple[PlainPoint, Latents]:
+    """`model`'s plain encode of `x`: its ideal size in bytes (no overhead yet), PSNR (and MS-SSIM in
+    dB), and the latents."""
+    x = x.to(model.device)
     with torch.no_grad():
-        latents = model.analysis(pad_to_multiple(x.to(model.device), model.stride))
-        terms = model.true_rate_distortion(latents, x.to(model.device), model.lmbda)
+        latents = model.analysis(pad_to_multiple(x, model.stride))
+        terms = model.true_rate_distortion(latents, x, model.lmbda)
     pixels = x.shape[-2] * x.shape[-1]
-    return PlainPoint(model, terms.bpp * pixels / 8, terms.psnr), latents
+    quality = _ms_ssim_db_of(terms.x_hat, x) if with_ms_ssim else None
+    return PlainPoint(model, terms.bpp * pixels / 8, terms.psnr, quality), latents
 
 
 def _lmbda_range(models: Sequence[LatentModel]) -> tuple[float, float]:
@@ -240,6 +314,8 @@ def _describe_range(target: Target, low: float, high: float, image: LoadedImage)
     if target.kind == "bpp":
         pixels = image.height * image.width
         return f"{low * 8 / pixels:.3f} to {high * 8 / pixels:.3f} bpp"
+    if target.kind == "ms-ssim":  # the curve's dB back to MS-SSIM
+        return f"MS-SSIM {1 - 10 ** (-low / 10):.4f} to {1 - 10 ** (-high / 10):.4f}"
     return f"{low:.2f} to {high:.2f} dB"
 
 
@@ -309,12 +385,13 @@ def plan(image: LoadedImage, models: LatentModel | Sequence[LatentModel], target
     if not models:
         raise LatentfitError("a target needs at least one model")
     refines = config.proxy().refines
-    raw = [_plain_point(m, image.tensor) for m in models]
+    target.check(image.height, image.width)
+    raw = [_plain_point(m, image.tensor, target.kind == "ms-ssim") for m in models]
     middle = len(models) // 2
     _, data = entropy_code(image, models[middle], raw[middle][1])
     overhead = len(data) - raw[middle][0].size
     points = [dataclasses.replace(point, size=point.size + overhead) for point, _ in raw]
-    curve = Curve(points, target.is_size)
+    curve = Curve(points, target.is_size, target.curve_kind)
     log_low, log_high = _lmbda_range(models)
     low, high = plain_range(curve, log_low, log_high, refines)
     result = Plan(target, image, models, points, curve, log_low, log_high, low, high, real_encodes=1)
@@ -323,17 +400,21 @@ def plan(image: LoadedImage, models: LatentModel | Sequence[LatentModel], target
             raise result.unreachable("its files range from about")
         goal_value, limit_value = math.log(result.limit * (1 - SIZE_MARGIN)), math.log(result.limit)
     else:
-        goal_value, limit_value = target.value + PSNR_MARGIN, target.value
-    reach = low * REFUSE_SIZE_FRACTION if target.is_size else high + REFUSE_PSNR_MARGIN
-    if (target.is_size and result.limit < reach) or (not target.is_size and target.value > reach):
+        goal_value, limit_value = target.db + QUALITY_MARGIN, target.db
+    reach = low * REFUSE_SIZE_FRACTION if target.is_size else high + REFUSE_QUALITY_MARGIN
+    if (target.is_size and result.limit < reach) or (not target.is_size and target.db > reach):
         raise result.unreachable("its files range from about")
     if refines:
         # the quality whose λ is nearest the λ the plain curve predicts, and steering from there
-        shift = REFINED_SHIFT["size" if target.is_size else "psnr"]
+        shift = REFINED_SHIFT[target.curve_kind]
         result.log_start = curve.solve(goal_value - shift, log_low, log_high)
         result.model = min(models, key=lambda m: abs(math.log(m.lmbda) - result.log_start))
+        measured = target.kind == "ms-ssim"
         result.steering = Steering(target, curve, goal_value, limit_value, log_low, log_high,
-                                   image.height * image.width, overhead)
+                                   image.height * image.width, overhead,
+                                   distortion=config.distortion != "mse" or image.roi is not None,
+                                   x=image.tensor.to(result.model.device) if measured else None,
+                                   model=result.model if measured else None)
     return result
 
 
@@ -360,7 +441,7 @@ def best_candidate(plan: Plan, result: RefinementResult, config: RefinementConfi
             continue
         clock.mark("check")
         decoded = decode_stream(stream, model)
-        if target.met(len(data), psnr(reference, decoded), height, width):
+        if target.met(len(data), target.quality_of(reference, decoded), height, width):
             chosen = candidate
             break
     if chosen is None:
@@ -370,14 +451,15 @@ def best_candidate(plan: Plan, result: RefinementResult, config: RefinementConfi
             fallback.stats |= {"fallback": "plain", "steps_run": result.steps_run}
             return fallback
         best = (f"the smallest file refinement made was {min(sizes):,} bytes" if target.is_size else
-                f"the best PSNR refinement reached was {max(c.psnr for c in tried):.2f} dB")
+                f"the best {'MS-SSIM' if target.kind == 'ms-ssim' else 'PSNR'} refinement reached was "
+                f"{target.describe(_from_db(target, max(c.quality for c in tried)))}")
         raise plan.unreachable(f"{best}; its files range from about")
     result = dataclasses.replace(result, latents=chosen.latents, final=chosen.true, best_step=chosen.step,
                                  lmbda=chosen.lmbda)
     stats = encode_stats(image, model, config, result, data, decoded, clock)
     stats |= {
         "target": target.to_dict() | ({"bytes": plan.limit} if target.is_size else {}),
-        "achieved": {"bytes": len(data), "bpp": stats["bpp"], "psnr": stats["psnr"]},
+        "achieved": _achieved(stats),
         "lmbda_start": math.exp(plan.log_start),
         "lmbda_probes": len(set(plan.steering.lmbdas)) + 1,
         "real_encodes": plan.real_encodes,
@@ -387,7 +469,7 @@ def best_candidate(plan: Plan, result: RefinementResult, config: RefinementConfi
 
 def plain_range(curve: Curve, log_low: float, log_high: float, refines: bool) -> tuple[float, float]:
     """The metric's range over the λ range (plain curve, extended; without refinement, the plain
-    points themselves): sizes in bytes, or PSNR in dB."""
+    points themselves): sizes in bytes, or PSNR or MS-SSIM in dB."""
     if refines:
         ends = [curve.at(log_low), curve.at(log_high)]
     else:
@@ -396,19 +478,31 @@ def plain_range(curve: Curve, log_low: float, log_high: float, refines: bool) ->
 
 
 def best_plain(plan: Plan, encode_plain: PlainEncoder, skip_unlikely: bool = False) -> EncodeResult | None:
-    """The best quality whose plain file meets the target (for sizes the largest file, for PSNR the
-    smallest), or None. `skip_unlikely`: only try qualities whose plain point nearly meets it."""
+    """The best quality whose plain file meets the target (for sizes the largest file, for a quality
+    the smallest), or None. `skip_unlikely`: only try qualities whose plain point nearly meets it."""
     target, height, width = plan.target, plan.image.height, plan.image.width
     order = list(reversed(plan.points)) if target.is_size else list(plan.points)
     for point in order:
-        if skip_unlikely and (point.size > 1.05 * plan.limit if target.is_size else point.psnr < target.value - 0.1):
+        if skip_unlikely and (point.size > 1.05 * plan.limit if target.is_size else
+                              plan.curve.value(point) < target.db - 0.1):
             continue
         result = encode_plain(point.model)
         plan.real_encodes += 1
-        if target.met(result.stats["bytes"], result.stats["psnr"], height, width):
-            result.stats |= {"target": target.to_dict(), "achieved": {k: result.stats[k] for k in ("bytes", "bpp", "psnr")},
+        quality = result.stats["ms_ssim" if target.kind == "ms-ssim" else "psnr"]
+        if quality is not None and target.met(result.stats["bytes"], quality, height, width):
+            result.stats |= {"target": target.to_dict(), "achieved": _achieved(result.stats),
                              "lmbda_start": point.model.lmbda, "lmbda_probes": 0, "real_encodes": plan.real_encodes}
             if target.is_size:
                 result.stats["target"]["bytes"] = plan.limit
             return result
     return None
+
+
+def _achieved(stats: dict) -> dict:
+    """What `--json` reports the file reached: its size and qualities."""
+    return {key: stats[key] for key in ("bytes", "bpp", "psnr", "ms_ssim")}
+
+
+def _from_db(target: Target, db: float) -> float:
+    """A quality in dB back in the target's units (MS-SSIM from its dB)."""
+    return 1.0 - 10.0 ** (-db / 10.0) if target.kind == "ms-ssim" else db

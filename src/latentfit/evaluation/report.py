@@ -19,7 +19,12 @@ from ..imageio import atomic_write_bytes, center_box, center_crop, load_image, t
 from ..models.registry import load_model
 from ..relaxations import is_plain
 from .classical import is_classical
-from .runner import Cell, EvalConfig, cell_file, curve_method
+from .runner import METRIC_PLOTS, Cell, EvalConfig, cell_file, curve_method
+
+
+#: `summary.bd_rates` keys of the other metrics' BD-rates, and their column titles.
+METRIC_COLUMNS = (("bd_rate_ms_ssim", "MS-SSIM (dB)"), ("bd_rate_ssimulacra2", "SSIMULACRA2"),
+                  ("bd_rate_cvvdp", "ColorVideoVDP"))
 
 
 def _png_uri(pixels: np.ndarray) -> str:
@@ -90,13 +95,18 @@ def write_report(records: list[dict], summary: dict, config: EvalConfig, results
     def signed(value, unit: str, digits: int) -> str:
         return "—" if value is None else f"{value:+.{digits}f} {unit}"
 
+    # BD-rates in the other metrics, where the summary has them (MS-SSIM always; `eval --metric` the rest)
+    metrics = [(key, label) for key, label in METRIC_COLUMNS
+               if any(r.get(key) is not None for r in summary["bd_rates"])]
     table = "".join(
         f"<tr><td>{html.escape(str(r['model']))}</td><td>{html.escape(str(r['method']))}</td><td>{r['steps']}</td>"
         f"<td>{html.escape(r['anchor'])}</td><td>{signed(r['bd_rate'], '%', 2)}</td>"
         f"<td>{signed(r['bd_psnr'], 'dB', 3)}</td>"
-        f"<td>{'—' if r.get('psnr_overlap') is None else format(r['psnr_overlap'], '.0%')}</td></tr>"
+        f"<td>{'—' if r.get('psnr_overlap') is None else format(r['psnr_overlap'], '.0%')}</td>"
+        + "".join(f"<td>{signed(r.get(key), '%', 2)}</td>" for key, _ in metrics) + "</tr>"
         for r in summary["bd_rates"]
     )
+    metric_headers = "".join(f"<th>BD-rate, {label}</th>" for _, label in metrics)
     averages: dict[tuple, list[dict]] = defaultdict(list)
     for record in records:
         averages[(record["model"], curve_method(record), record["steps"], record["quality"])].append(record)
@@ -112,7 +122,8 @@ def write_report(records: list[dict], summary: dict, config: EvalConfig, results
     )
     plots = "".join(
         f'<figure><img class="plot" alt="{name}" src="{_file_uri(results_dir / name)}"></figure>'
-        for name in ("rd.png", "gain_per_second.png", "convergence.png") if (results_dir / name).exists()
+        for name in ("rd.png", *(file for _, file, _ in METRIC_PLOTS), "gain_per_second.png", "convergence.png")
+        if (results_dir / name).exists()
     )
     viewer = "".join(_viewer_rows(records, config, results_dir, viewer_images, crop))
     document = f"""<!DOCTYPE html>
@@ -127,7 +138,7 @@ table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px soli
 <p>{len(records)} cells from {html.escape(', '.join(config.datasets))}; crop {html.escape(str(config.crop))};
 seed {config.refinement.seed}; lr {config.refinement.lr or "each method's own"}; λ {html.escape(str(config.refinement.lmbda or "model's own"))}.</p>
 <h2>BD-rate against no refinement</h2>
-<table><tr><th>model</th><th>method</th><th>steps</th><th>anchor</th><th>BD-rate</th><th>BD-PSNR</th><th>PSNR overlap</th></tr>{table}</table>
+<table><tr><th>model</th><th>method</th><th>steps</th><th>anchor</th><th>BD-rate</th><th>BD-PSNR</th><th>PSNR overlap</th>{metric_headers}</tr>{table}</table>
 <h2>Plots</h2><div class="row">{plots}</div>
 <h2>Crops: original / no refinement / refined at about the same bpp</h2>{viewer}
 <h2>Averages</h2>
