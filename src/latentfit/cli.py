@@ -123,6 +123,9 @@ HELP = {
 }
 #: The encode options that are `RefinementConfig` fields of the same name (the rest are the command's own).
 REFINEMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(RefinementConfig))
+#: Of those, the ones whose default depends on another option (None on the command line):
+#: `--distortion` is `mix:0.5` with `--target-ms-ssim`, else the field's default.
+DERIVED_DEFAULTS = frozenset({"distortion"})
 #: The eval options that set its protocol (`EvalConfig.refinement`); its method, steps and λ are axes.
 EVAL_PROTOCOL_OPTIONS = frozenset({"lr", "lr_schedule", "schedule", "precision", "evaluations", "closed_loop", "seed"})
 
