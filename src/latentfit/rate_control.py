@@ -79,6 +79,77 @@ def ms_ssim_db(value: float) -> float:
 
 
 @dataclass(frozen=True)
+class Quality:
+    """What a quality target measures, steered in dB: PSNR (dB already) or MS-SSIM."""
+
+    name: str  #: the target kind and the `--json` key ("psnr", "ms_ssim" for "ms-ssim")
+    label: str
+
+    @property
+    def stats_key(self) -> str:
+        return self.name.replace("-", "_")
+
+    def db(self, value: float) -> float:
+        return value
+
+    def from_db(self, db: float) -> float:
+        return db
+
+    def check(self, value: float) -> None:
+        """Refuse (one line) a target value this measure cannot take."""
+
+    def check_image(self, height: int, width: int, source: str) -> None:
+        """Refuse (one line) an image this measure cannot be taken on."""
+
+    def of_file(self, reference: np.ndarray, decoded: np.ndarray) -> float | None:
+        """The decoded file's quality, in the target's units."""
+        return psnr(reference, decoded)
+
+    def of_iterate(self, true: TrueLoss, x_hat: Callable[[], torch.Tensor], x: torch.Tensor) -> float:
+        """An iterate's quality in dB: from its true loss, or `x_hat()` (its reconstruction) if needed."""
+        return true.psnr
+
+    def describe(self, value: float) -> str:
+        return f"{value:.2f} dB"
+
+    def describe_range(self, low_db: float, high_db: float) -> str:
+        return f"{low_db:.2f} to {high_db:.2f} dB"
+
+
+class MSSSIMQuality(Quality):
+    def db(self, value):
+        return ms_ssim_db(value)
+
+    def from_db(self, db):
+        return 1.0 - 10.0 ** (-db / 10.0)
+
+    def check(self, value):
+        if not value < 1:
+            raise LatentfitError(f"--target-ms-ssim is an MS-SSIM between 0 and 1 (e.g. 0.98), got {value!r}")
+
+    def check_image(self, height, width, source):
+        if min(height, width) < MS_SSIM_MIN_SIDE:
+            raise LatentfitError(f"{source}: --target-ms-ssim needs images of at least {MS_SSIM_MIN_SIDE} pixels "
+                                 f"a side (MS-SSIM's scales), got {width}x{height}")
+
+    def of_file(self, reference, decoded):
+        return ms_ssim(reference, decoded)
+
+    def of_iterate(self, true, x_hat, x):
+        return _ms_ssim_db_of(x_hat(), x)
+
+    def describe(self, value):
+        return f"MS-SSIM {value:.4f}"
+
+    def describe_range(self, low_db, high_db):
+        return f"MS-SSIM {self.from_db(low_db):.4f} to {self.from_db(high_db):.4f}"
+
+
+#: The quality targets' measures, by target kind.
+QUALITIES = {"psnr": Quality("psnr", "PSNR"), "ms-ssim": MSSSIMQuality("ms-ssim", "MS-SSIM")}
+
+
+@dataclass(frozen=True)
 class Target:
     """`kind` is "bytes" (file size), "bpp" (file size / pixels), "psnr" (dB of the decoded file) or
     "ms-ssim" (MS-SSIM of the decoded file, in (0, 1), e.g. 0.98)."""
@@ -91,12 +162,17 @@ class Target:
             raise LatentfitError(f"unknown target kind '{self.kind}' (use {', '.join(TARGET_KINDS)})")
         if not (isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value > 0):
             raise LatentfitError(f"--target-{self.kind} must be a positive number, got {self.value!r}")
-        if self.kind == "ms-ssim" and not self.value < 1:
-            raise LatentfitError(f"--target-ms-ssim is an MS-SSIM between 0 and 1 (e.g. 0.98), got {self.value!r}")
+        if self.quality is not None:
+            self.quality.check(self.value)
 
     @property
     def is_size(self) -> bool:
         return self.kind in ("bytes", "bpp")
+
+    @property
+    def quality(self) -> Quality | None:
+        """What a quality target measures (None for a size)."""
+        return QUALITIES.get(self.kind)
 
     @property
     def curve_kind(self) -> str:
@@ -106,20 +182,12 @@ class Target:
     @property
     def db(self) -> float:
         """A quality target in dB (PSNR, or MS-SSIM in dB)."""
-        return ms_ssim_db(self.value) if self.kind == "ms-ssim" else self.value
+        return self.quality.db(self.value)
 
     def check(self, height: int, width: int, source: str = "image") -> None:
         """Refuse (one line) an image this target cannot be measured on."""
-        if self.kind == "ms-ssim" and min(height, width) < MS_SSIM_MIN_SIDE:
-            raise LatentfitError(f"{source}: --target-ms-ssim needs images of at least {MS_SSIM_MIN_SIDE} pixels "
-                                 f"a side (MS-SSIM's scales), got {width}x{height}")
-
-    def quality_of(self, reference: np.ndarray, decoded: np.ndarray) -> float:
-        """The decoded file's quality in the target's units (MS-SSIM for an MS-SSIM target, else PSNR)."""
-        return ms_ssim(reference, decoded) if self.kind == "ms-ssim" else psnr(reference, decoded)
-
-    def describe(self, quality: float) -> str:
-        return f"{quality:.4f}" if self.kind == "ms-ssim" else f"{quality:.2f} dB"
+        if self.quality is not None:
+            self.quality.check_image(height, width, source)
 
     def size_limit(self, height: int, width: int) -> int:
         """The largest file (bytes) a size target allows for an image of this size."""
@@ -147,12 +215,16 @@ def _interpolate(xs: Sequence[float], ys: Sequence[float], x: float, slope: floa
 @dataclass
 class PlainPoint:
     """One model's plain encode of the image: the ideal size (bytes, with the calibrated header and
-    coder overhead), the PSNR and (for an MS-SSIM target) the MS-SSIM in dB at its own λ."""
+    coder overhead), the PSNR and (for a target in another quality) that quality in dB, at its own λ."""
 
     model: LatentModel
     size: float
     psnr: float
-    ms_ssim_db: float | None = None
+    db: float | None = None
+
+    @property
+    def quality_db(self) -> float:
+        return self.psnr if self.db is None else self.db
 
     @property
     def log_lmbda(self) -> float:
@@ -161,8 +233,8 @@ class PlainPoint:
 
 @dataclass
 class Curve:
-    """The image's plain R-D curve over ln λ: `metric(ln λ)` is ln bytes (size targets), PSNR or
-    MS-SSIM in dB (`kind`: "size", "psnr", "ms-ssim")."""
+    """The image's plain R-D curve over ln λ: `metric(ln λ)` is ln bytes (size targets) or the
+    quality in dB (PSNR, MS-SSIM in dB; `kind`: "size", "psnr", "ms-ssim")."""
 
     points: list[PlainPoint]
     is_size: bool
@@ -172,9 +244,7 @@ class Curve:
         self.kind = self.kind or ("size" if self.is_size else "psnr")
 
     def value(self, point: PlainPoint) -> float:
-        if self.is_size:
-            return math.log(point.size)
-        return point.ms_ssim_db if self.kind == "ms-ssim" else point.psnr
+        return math.log(point.size) if self.is_size else point.quality_db
 
     def at(self, log_lmbda: float) -> float:
         xs = [p.log_lmbda for p in self.points]
@@ -208,7 +278,7 @@ class Candidate:
     latents: Latents
     true: TrueLoss
     size: float
-    quality: float  # PSNR, or MS-SSIM in dB for an MS-SSIM target
+    quality: float  # in dB: PSNR, or the quality target's measure
 
 
 @dataclass
@@ -230,7 +300,7 @@ class Steering(LoopHook):
     overhead: float
     #: the refinement's own distortion is not the plain MSE (another objective, a region of interest)
     distortion: bool = False
-    #: for an MS-SSIM target: `x` and the model, to measure each iterate's MS-SSIM
+    #: the image and the refined model, for a measure an iterate's true loss does not carry (MS-SSIM)
     x: torch.Tensor | None = None
     model: LatentModel | None = None
     lmbdas: list[float] = field(default_factory=list)
@@ -243,12 +313,16 @@ class Steering(LoopHook):
         return true.bpp * self.pixels / 8 + self.overhead
 
     def quality(self, true: TrueLoss, latents: Latents) -> float:
-        """PSNR, or for an MS-SSIM target the iterate's MS-SSIM in dB (one more synthesis)."""
-        if self.target.kind != "ms-ssim":
+        """The iterate's quality in dB: PSNR for a size target, else the target's measure (MS-SSIM
+        costs one more synthesis)."""
+        if self.target.is_size:
             return true.psnr
-        with torch.no_grad():
-            x_hat = self.model.true_rate_distortion(latents, self.x, 1.0).x_hat
-        return _ms_ssim_db_of(x_hat, self.x)
+
+        def x_hat() -> torch.Tensor:
+            with torch.no_grad():
+                return self.model.true_rate_distortion(latents, self.x, 1.0).x_hat
+
+        return self.target.quality.of_iterate(true, x_hat, self.x)
 
     def score(self, true: TrueLoss, quality: float, lmbda: float) -> float:
         if not self.target.is_size:
@@ -291,16 +365,16 @@ def _ms_ssim_db_of(x_hat: torch.Tensor, x: torch.Tensor) -> float:
     return ms_ssim_db(float(ms_ssim_of(x_hat.float(), x.float(), data_range=1.0)))
 
 
-def _plain_point(model: LatentModel, x: torch.Tensor, with_ms_ssim: bool = False) -> tuple[PlainPoint, Latents]:
-    """`model`'s plain encode of `x`: its ideal size in bytes (no overhead yet), PSNR (and MS-SSIM in
-    dB), and the latents."""
+def _plain_point(model: LatentModel, x: torch.Tensor, quality: Quality | None = None) -> tuple[PlainPoint, Latents]:
+    """`model`'s plain encode of `x`: its ideal size in bytes (no overhead yet), PSNR (and `quality`
+    in dB), and the latents."""
     x = x.to(model.device)
     with torch.no_grad():
         latents = model.analysis(pad_to_multiple(x, model.stride))
         terms = model.true_rate_distortion(latents, x, model.lmbda)
     pixels = x.shape[-2] * x.shape[-1]
-    quality = _ms_ssim_db_of(terms.x_hat, x) if with_ms_ssim else None
-    return PlainPoint(model, terms.bpp * pixels / 8, terms.psnr, quality), latents
+    db = None if quality is None else quality.of_iterate(TrueLoss.of(terms), lambda: terms.x_hat, x)
+    return PlainPoint(model, terms.bpp * pixels / 8, terms.psnr, db), latents
 
 
 def _lmbda_range(models: Sequence[LatentModel]) -> tuple[float, float]:
@@ -314,9 +388,7 @@ def _describe_range(target: Target, low: float, high: float, image: LoadedImage)
     if target.kind == "bpp":
         pixels = image.height * image.width
         return f"{low * 8 / pixels:.3f} to {high * 8 / pixels:.3f} bpp"
-    if target.kind == "ms-ssim":  # the curve's dB back to MS-SSIM
-        return f"MS-SSIM {1 - 10 ** (-low / 10):.4f} to {1 - 10 ** (-high / 10):.4f}"
-    return f"{low:.2f} to {high:.2f} dB"
+    return target.quality.describe_range(low, high)
 
 
 def _unreachable(target: Target, image: LoadedImage, low: float, high: float, models, how: str):
@@ -386,7 +458,7 @@ def plan(image: LoadedImage, models: LatentModel | Sequence[LatentModel], target
         raise LatentfitError("a target needs at least one model")
     refines = config.proxy().refines
     target.check(image.height, image.width)
-    raw = [_plain_point(m, image.tensor, target.kind == "ms-ssim") for m in models]
+    raw = [_plain_point(m, image.tensor, target.quality) for m in models]
     middle = len(models) // 2
     _, data = entropy_code(image, models[middle], raw[middle][1])
     overhead = len(data) - raw[middle][0].size
@@ -409,12 +481,10 @@ def plan(image: LoadedImage, models: LatentModel | Sequence[LatentModel], target
         shift = REFINED_SHIFT[target.curve_kind]
         result.log_start = curve.solve(goal_value - shift, log_low, log_high)
         result.model = min(models, key=lambda m: abs(math.log(m.lmbda) - result.log_start))
-        measured = target.kind == "ms-ssim"
         result.steering = Steering(target, curve, goal_value, limit_value, log_low, log_high,
                                    image.height * image.width, overhead,
                                    distortion=config.distortion != "mse" or image.roi is not None,
-                                   x=image.tensor.to(result.model.device) if measured else None,
-                                   model=result.model if measured else None)
+                                   x=image.tensor.to(result.model.device), model=result.model)
     return result
 
 
@@ -441,7 +511,8 @@ def best_candidate(plan: Plan, result: RefinementResult, config: RefinementConfi
             continue
         clock.mark("check")
         decoded = decode_stream(stream, model)
-        if target.met(len(data), target.quality_of(reference, decoded), height, width):
+        quality = None if target.is_size else target.quality.of_file(reference, decoded)
+        if target.met(len(data), quality, height, width):
             chosen = candidate
             break
     if chosen is None:
@@ -451,8 +522,8 @@ def best_candidate(plan: Plan, result: RefinementResult, config: RefinementConfi
             fallback.stats |= {"fallback": "plain", "steps_run": result.steps_run}
             return fallback
         best = (f"the smallest file refinement made was {min(sizes):,} bytes" if target.is_size else
-                f"the best {'MS-SSIM' if target.kind == 'ms-ssim' else 'PSNR'} refinement reached was "
-                f"{target.describe(_from_db(target, max(c.quality for c in tried)))}")
+                f"the best {target.quality.label} refinement reached was "
+                f"{target.quality.describe(target.quality.from_db(max(c.quality for c in tried)))}")
         raise plan.unreachable(f"{best}; its files range from about")
     result = dataclasses.replace(result, latents=chosen.latents, final=chosen.true, best_step=chosen.step,
                                  lmbda=chosen.lmbda)
@@ -488,8 +559,8 @@ def best_plain(plan: Plan, encode_plain: PlainEncoder, skip_unlikely: bool = Fal
             continue
         result = encode_plain(point.model)
         plan.real_encodes += 1
-        quality = result.stats["ms_ssim" if target.kind == "ms-ssim" else "psnr"]
-        if quality is not None and target.met(result.stats["bytes"], quality, height, width):
+        quality = None if target.is_size else result.stats[target.quality.stats_key]
+        if (target.is_size or quality is not None) and target.met(result.stats["bytes"], quality, height, width):
             result.stats |= {"target": target.to_dict(), "achieved": _achieved(result.stats),
                              "lmbda_start": point.model.lmbda, "lmbda_probes": 0, "real_encodes": plan.real_encodes}
             if target.is_size:
@@ -501,8 +572,3 @@ def best_plain(plan: Plan, encode_plain: PlainEncoder, skip_unlikely: bool = Fal
 def _achieved(stats: dict) -> dict:
     """What `--json` reports the file reached: its size and qualities."""
     return {key: stats[key] for key in ("bytes", "bpp", "psnr", "ms_ssim")}
-
-
-def _from_db(target: Target, db: float) -> float:
-    """A quality in dB back in the target's units (MS-SSIM from its dB)."""
-    return 1.0 - 10.0 ** (-db / 10.0) if target.kind == "ms-ssim" else db
