@@ -148,7 +148,7 @@ def test_unreachable_targets_are_refused_before_refining(family, crop, monkeypat
     def no_refinement(*args, **kwargs):
         raise AssertionError("refinement ran for a target it could have refused")
 
-    monkeypatch.setattr("latentfit.pipeline.refine", no_refinement)
+    monkeypatch.setattr("latentfit.pipeline.refine_image", no_refinement)
     with pytest.raises(TargetUnreachableError, match=rf"out of reach .* range from about [\d.,]+ to [\d.,]+ {words}"):
         latentfit.encode(crop, family, _config(), target=target)
 

@@ -39,11 +39,11 @@ from .config import RefinementConfig
 from .deadline import Deadline
 from .distortion import Measure, measure
 from .errors import LatentfitError
-from .imageio import LoadedImage, pad_to_multiple
+from .imageio import LoadedImage
 from .loop import LoopHook, Progress, TrueLoss
 from .models.adapter import LatentModel
 from .rate_control import Target
-from .refine import refine, start
+from .refine import refine_image
 
 __all__ = ["ENCODE_TAIL_EVALUATIONS", "EncodeResult", "decode", "encode", "encode_at", "encode_to_target"]
 
@@ -91,11 +91,9 @@ def encode_at(image: LoadedImage, model: LatentModel, config: RefinementConfig, 
     """The stages of an encode at one λ (`config.lmbda`, default the model's), in order."""
     clock.mark("began")
     lmbda = model.lmbda if config.lmbda is None else config.lmbda
-    x = image.tensor.to(model.device)
-    x_padded = pad_to_multiple(x, model.stride)
     distortion = image_distortion(image, config)
-    begin = start(model, x, x_padded, lmbda, config, deadline, distortion)  # 1-2: analyse, closed-loop passes
-    result = refine(model, x, begin, config, lmbda, deadline, hooks, distortion)  # 3: refine
+    # 1-2: analyse, closed-loop passes; 3: refine
+    result = refine_image(model, image.tensor, config, lmbda, deadline, hooks, distortion)
     clock.mark("coding")
     stream, data = entropy_code(image, model, result.latents)  # 4: entropy-code
     clock.mark("check")
@@ -176,10 +174,7 @@ def encode_to_target(image: LoadedImage, models: LatentModel | Sequence[LatentMo
                                    *rate_control.plain_range(plan.curve, plan.log_low, plan.log_high, False))
         return result
     run_config = dataclasses.replace(config, lmbda=math.exp(plan.log_start), tile=None)
-    x = image.tensor.to(plan.model.device)
-    begin = start(plan.model, x, pad_to_multiple(x, plan.model.stride), run_config.lmbda, run_config, deadline,
-                  distortion)
-    refined = refine(plan.model, x, begin, run_config, run_config.lmbda, deadline, [*hooks, plan.steering],
-                     distortion)
+    refined = refine_image(plan.model, image.tensor, run_config, run_config.lmbda, deadline, [*hooks, plan.steering],
+                           distortion)
     clock.mark("coding")
     return rate_control.best_candidate(plan, refined, config, clock, encode_plain)

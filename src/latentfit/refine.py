@@ -252,10 +252,18 @@ def refine_latents(
     config = config or RefinementConfig()
     deadline = deadline or Deadline.start(config.time_budget)
     lmbda = model.lmbda if config.lmbda is None else config.lmbda
-    x = x.to(model.device)
-    x_padded = pad_to_multiple(x, model.stride) if x_padded is None else x_padded.to(model.device)
     chosen = config.distortion_measure()
     chosen.check(x.shape[-2], x.shape[-1], roi=False)
-    distortion = measure(chosen)
+    return refine_image(model, x, config, lmbda, deadline, [Progress(progress)] if progress else [], measure(chosen),
+                        x_padded)
+
+
+def refine_image(model: LatentModel, x: Tensor, config: RefinementConfig, lmbda: float, deadline: Deadline,
+                 hooks: Sequence[LoopHook] = (), distortion: Measure | None = None, x_padded: Tensor | None = None
+                 ) -> RefinementResult:
+    """An encode's refinement stages for image `x`: moved to the model's device and padded to its
+    stride (unless `x_padded` is given), `start` (analyse, closed-loop passes), then `refine`."""
+    x = x.to(model.device)
+    x_padded = pad_to_multiple(x, model.stride) if x_padded is None else x_padded.to(model.device)
     begin = start(model, x, x_padded, lmbda, config, deadline, distortion)
-    return refine(model, x, begin, config, lmbda, deadline, [Progress(progress)] if progress else [], distortion)
+    return refine(model, x, begin, config, lmbda, deadline, hooks, distortion)
