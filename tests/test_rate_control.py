@@ -196,7 +196,7 @@ def test_curve_solve_inverts_the_curve(log_lmbdas, gaps, x):
         def __init__(self, lmbda):
             self.lmbda = lmbda
 
-    curve = Curve([PlainPoint(Fake(math.exp(l)), 1.0, v) for l, v in zip(log_lmbdas, values)], is_size=False)
+    curve = Curve([PlainPoint(Fake(math.exp(l)), 1.0, v) for l, v in zip(log_lmbdas, values)], "psnr")
     assert curve.solve(curve.at(x), -12, 2) == pytest.approx(x, abs=1e-6)
     assert _interpolate([0.0, 1.0], [0.0, 2.0], 0.5, 1.0) == pytest.approx(1.0)
 

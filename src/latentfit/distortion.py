@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .errors import LatentfitError
-from .metrics import MS_SSIM_MIN_SIDE
+from .metrics import MS_SSIM_MIN_SIDE, ms_ssim_of
 from .strategies import Registry, Strategy
 
 __all__ = ["DISTORTIONS", "MS_SSIM_SCALE", "MS_SSIM_TARGET_DISTORTION", "ROI_WEIGHT", "Distortion", "Measure", "distortion_from", "load_roi", "measure"]
@@ -50,9 +50,6 @@ ROI_WEIGHT = 4.0
 #: `ms-ssim` does (BENCHMARKS.md, "Objectives and regions of interest").
 MS_SSIM_TARGET_DISTORTION = "mix:0.5"
 
-#: `measure(x_hat, x)`: a distortion bound to one image's region-of-interest weights.
-Measure = Callable[[Tensor, Tensor], Tensor]
-
 
 @dataclass(frozen=True)
 class Distortion(Strategy):
@@ -62,9 +59,15 @@ class Distortion(Strategy):
     uses_ms_ssim: ClassVar[bool] = False
     #: Whether a region of interest's weights can weight it.
     takes_roi: ClassVar[bool] = True
+    #: Whether it is a mean over pixels (so a tile of the image can measure its share of it exactly).
+    per_pixel: ClassVar[bool] = False
 
     def __call__(self, x_hat: Tensor, x: Tensor, weights: Tensor | None = None) -> Tensor:
         raise NotImplementedError
+
+    def ms_ssim_share(self) -> float:
+        """The MS-SSIM term's share of it (the rest is the squared error)."""
+        return 0.0
 
     def spec(self) -> str:
         """The `--distortion` text that names it."""
@@ -86,15 +89,14 @@ def _squared_error(x_hat: Tensor, x: Tensor, weights: Tensor | None) -> Tensor:
 
 
 def _ms_ssim_term(x_hat: Tensor, x: Tensor) -> Tensor:
-    from pytorch_msssim import ms_ssim
-
-    return MS_SSIM_SCALE * (1.0 - ms_ssim(x_hat.float(), x.float(), data_range=1.0))
+    return MS_SSIM_SCALE * (1.0 - ms_ssim_of(x_hat, x))
 
 
 @DISTORTIONS.register
 @dataclass(frozen=True)
 class MSE(Distortion):
     name: ClassVar[str] = "mse"
+    per_pixel: ClassVar[bool] = True
 
     def __call__(self, x_hat, x, weights=None):
         return _squared_error(x_hat, x, weights)
@@ -109,6 +111,9 @@ class MSSSIM(Distortion):
 
     def __call__(self, x_hat, x, weights=None):
         return _ms_ssim_term(x_hat, x)
+
+    def ms_ssim_share(self) -> float:
+        return 1.0
 
 
 @DISTORTIONS.register
@@ -126,6 +131,9 @@ class Mix(Distortion):
 
     def __call__(self, x_hat, x, weights=None):
         return self.weight * _ms_ssim_term(x_hat, x) + (1 - self.weight) * _squared_error(x_hat, x, weights)
+
+    def ms_ssim_share(self) -> float:
+        return self.weight
 
     def spec(self) -> str:
         return f"mix:{self.weight:g}"
@@ -145,12 +153,56 @@ def distortion_from(spec: str) -> Distortion:
     return DISTORTIONS.get(name, **options)
 
 
+@dataclass(frozen=True, eq=False)
+class Measure:
+    """A distortion bound to one image's region-of-interest weights: `measure(x_hat, x)` is the `D` of
+    the loss; `part(box, region)` is its share from a part of the image (a tile's pixels: exact for a
+    per-pixel distortion, `mse` weighted or not; an estimate with MS-SSIM in it)."""
+
+    distortion: Distortion
+    weights: Tensor | None = None
+
+    def __call__(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        weights = None if self.weights is None else self.weights.to(x_hat.device)
+        return self.distortion(x_hat, x, weights)
+
+    @property
+    def per_pixel(self) -> bool:
+        return self.distortion.per_pixel
+
+    def part(self, box: tuple[slice, slice], region: tuple[slice, slice]) -> Callable[[Tensor, Tensor], Tensor]:
+        """The measure of a part of the image, `part(x_hat, x)` on the pixels of `box` (absolute slices),
+        in units where its value times the pixels of `region` (slices within the box: the pixels that
+        can change) is the part's share of the whole image's `D` times the image's pixels. The squared
+        error counts the region's pixels (exactly: a mean over pixels); the MS-SSIM term is the box's,
+        times the box's pixels over the region's, an estimate (MS-SSIM is not a mean over pixels: its
+        windows and scales see the context the box holds around the region)."""
+        share = self.distortion.ms_ssim_share()
+        rows, cols = region
+        absolute = (slice(box[0].start + rows.start, box[0].start + rows.stop),
+                    slice(box[1].start + cols.start, box[1].start + cols.stop))
+        weights = None if self.weights is None else self.weights[..., absolute[0], absolute[1]]
+        ratio = ((box[0].stop - box[0].start) * (box[1].stop - box[1].start)
+                 / ((rows.stop - rows.start) * (cols.stop - cols.start)))
+
+        def measured(x_hat: Tensor, x: Tensor) -> Tensor:
+            value = 0.0
+            if share < 1:
+                w = None if weights is None else weights.to(x_hat.device)
+                value = (1 - share) * _squared_error(x_hat[..., rows, cols], x[..., rows, cols], w)
+            if share > 0:
+                value = value + share * ratio * _ms_ssim_term(x_hat, x)
+            return value
+
+        return measured
+
+
 def measure(distortion: Distortion, weights: Tensor | None = None) -> Measure | None:
     """`distortion` bound to a region of interest's `weights`; None for the plain MSE (the loss's own,
     so that an encode without either computes exactly what it always has)."""
     if isinstance(distortion, MSE) and weights is None:
         return None
-    return lambda x_hat, x: distortion(x_hat, x, None if weights is None else weights.to(x_hat.device))
+    return Measure(distortion, weights)
 
 
 def load_roi(path: str | Path, height: int, width: int, ratio: float = ROI_WEIGHT) -> Tensor:

@@ -41,7 +41,14 @@ def ms_ssim(reference: np.ndarray, decoded: np.ndarray) -> float | None:
     def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.float32)).permute(2, 0, 1).unsqueeze(0)
 
-    return float(_ms_ssim(tensor(reference), tensor(decoded), data_range=255.0))
+    return float(ms_ssim_of(tensor(reference), tensor(decoded), data_range=255.0))
+
+
+def ms_ssim_of(x_hat: torch.Tensor, x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """MS-SSIM (pytorch-msssim: 5 scales, 11-pixel Gaussian window) of two (N, 3, H, W) images of
+    values in [0, `data_range`], in float32, differentiable: the one place every MS-SSIM is computed
+    (files' metric, the refinement's loss, rate control's steering)."""
+    return _ms_ssim(x_hat.float(), x.float(), data_range=data_range)
 
 
 def rd_loss(bpp, mse, lmbda: float):

@@ -34,7 +34,7 @@ from .config import RefinementConfig
 from .errors import LatentfitError
 from .imageio import LoadedImage, pad_to_multiple, to_uint8
 from .loop import LoopHook, RefinementResult, TrueLoss
-from .metrics import MS_SSIM_MIN_SIDE, ms_ssim, psnr
+from .metrics import MS_SSIM_MIN_SIDE, ms_ssim, ms_ssim_of, psnr
 from .models.adapter import LatentModel, Latents
 
 #: The kinds of target, as the CLI spells them (`--target-bytes`, `--target-bpp`, `--target-psnr`,
@@ -237,11 +237,11 @@ class Curve:
     quality in dB (PSNR, MS-SSIM in dB; `kind`: "size", "psnr", "ms-ssim")."""
 
     points: list[PlainPoint]
-    is_size: bool
-    kind: str = ""
+    kind: str = "psnr"
 
-    def __post_init__(self):
-        self.kind = self.kind or ("size" if self.is_size else "psnr")
+    @property
+    def is_size(self) -> bool:
+        return self.kind == "size"
 
     def value(self, point: PlainPoint) -> float:
         return math.log(point.size) if self.is_size else point.quality_db
@@ -360,9 +360,7 @@ class Steering(LoopHook):
 
 
 def _ms_ssim_db_of(x_hat: torch.Tensor, x: torch.Tensor) -> float:
-    from pytorch_msssim import ms_ssim as ms_ssim_of
-
-    return ms_ssim_db(float(ms_ssim_of(x_hat.float(), x.float(), data_range=1.0)))
+    return ms_ssim_db(float(ms_ssim_of(x_hat, x)))
 
 
 def _plain_point(model: LatentModel, x: torch.Tensor, quality: Quality | None = None) -> tuple[PlainPoint, Latents]:
@@ -463,7 +461,7 @@ def plan(image: LoadedImage, models: LatentModel | Sequence[LatentModel], target
     _, data = entropy_code(image, models[middle], raw[middle][1])
     overhead = len(data) - raw[middle][0].size
     points = [dataclasses.replace(point, size=point.size + overhead) for point, _ in raw]
-    curve = Curve(points, target.is_size, target.curve_kind)
+    curve = Curve(points, target.curve_kind)
     log_low, log_high = _lmbda_range(models)
     low, high = plain_range(curve, log_low, log_high, refines)
     result = Plan(target, image, models, points, curve, log_low, log_high, low, high, real_encodes=1)

@@ -138,11 +138,7 @@ def refine(model: LatentModel, x: Tensor, begin: Start, config: RefinementConfig
         if form is not None:
             raise LatentfitError(f"a decoder update (adapt {config.adapt}) is refined on the whole image, and this one "
                                  f"would be refined in tiles of {tile} pixels: refine it whole (tile none) or adapt none")
-        if distortion is not None:
-            raise LatentfitError(f"distortion {config.distortion} (or a region of interest) is measured on the whole "
-                                 f"image, and this one would be refined in tiles of {tile} pixels: refine it whole "
-                                 "(tile none)")
-        return refine_tiles(model, x, begin, config, lmbda, tile, deadline, hooks)
+        return refine_tiles(model, x, begin, config, lmbda, tile, deadline, hooks, distortion)
     if form is None or not config.proxy().refines:
         return refine_whole(model, x, begin, config, lmbda, deadline, hooks, distortion=distortion)[0]
     # the latents' share of the time, the adapt stage's steps counted at their measured cost (1.10x)

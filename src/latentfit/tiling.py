@@ -11,13 +11,21 @@ context have one); for the hyperprior family:
   refined too (`Tile(joint=True)`), the `y` within `hyper_reach` = 8 latents whose `(σ, μ) = h_s(ẑ)`
   move with the core's `z`, plus the core's `z`;
 - the distortion covers every pixel those `y` can change: `g_s` is four stride-2 transposed
-  convolutions (kernel 5), so a latent reaches pixels within `margin` = 2 latents (32 px);
+  convolutions (kernel 5), so a latent reaches pixels within `margin` = 2 latents (32 px); a region
+  of interest's weights are those of the same pixels (a per-pixel distortion: `Measure.part`);
 - the synthesis transform sees a window `halo` = 4 latents around the core's (2 wider still), so each of those pixels
   decodes exactly as in the whole image.
 
 So a tile's true loss changes exactly as the whole image's does (`tests/test_tiling.py`): each
 tile's best iterate lowers the whole image's `L_true`, and pixels at tile borders are optimised
 like any others, there is nothing to blend. Memory is that of one window, whatever the image size.
+
+MS-SSIM (`ms-ssim`, `mix`) is not a mean over pixels: its windows and its four downsamplings see
+across any border. A tile measures it on a box of `MS_SSIM_CONTEXT` pixels around its region (at
+least `MS_SSIM_MIN_SIDE` a side; the decoder window widened so those pixels decode exactly as in the
+whole image), scaled by the box's pixels over the region's: an estimate of the tile's share, not the
+exact share, so the tiled trace estimates the whole image's loss; the final loss is the whole
+image's, measured, and a tiled result worse than the start is not kept (`_tiled_result`).
 """
 
 from __future__ import annotations
@@ -29,12 +37,17 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .metrics import mse_from_psnr, psnr_from_mse, rd_loss
+from .distortion import Measure
+from .metrics import MS_SSIM_MIN_SIDE, mse_from_psnr, psnr_from_mse, rd_loss
 from .models.adapter import LatentModel, Latents, deterministic
 from .models.entropy import bottleneck_bits, bottleneck_medians, gaussian_bits
 from .config import RefinementConfig, resolve_precision
 from .deadline import UNBOUNDED, Deadline
 from .loop import LoopHook, RefinementResult, Start, Trace, TraceRecord, TrueLoss, optimise
+
+#: Pixels of decoded context a tile's MS-SSIM sees around the pixels the tile can change.
+MS_SSIM_CONTEXT = 64
+
 
 def tile_grid(height: int, width: int, core: int) -> list[tuple[int, int, int, int]]:
     """Cores `(top, bottom, left, right)` in latent units covering an `height` x `width` latent grid."""
@@ -82,10 +95,13 @@ class Tile:
     core, and with `μ` the reconstruction `ŷ = μ + round(y − μ)` there: so the rate covers those `y`
     (the core relaxed, the rest hard) plus the core's `z`, and the decoder window and distortion
     region are widened by the same amount; `h_s` sees `ẑ` within `z_halo` of what it must compute.
+    `distortion` (a `Measure`; None: the MSE) is the whole image's, measured on the tile's region
+    (`Measure.part`), and with MS-SSIM in it on a box of context around the region.
     """
 
     def __init__(self, model: LatentModel, fast: LatentModel, x: Tensor, y: Tensor, z: Tensor | None,
-                 context: EntropyContext, core: tuple[int, int, int, int], lmbda: float, joint: bool):
+                 context: EntropyContext, core: tuple[int, int, int, int], lmbda: float, joint: bool,
+                 distortion: Measure | None = None):
         self.model, self.fast, self.context, self.lmbda, self.joint = model, fast, context, lmbda, joint
         top, bottom, left, right = core
         h, w = y.shape[-2:]
@@ -97,13 +113,22 @@ class Tile:
         window = (max(rate[0] - halo, 0), min(rate[1] + halo, h), max(rate[2] - halo, 0), min(rate[3] + halo, w))
         self.core_box = (slice(top, bottom), slice(left, right))
         self.core_in_rate = (slice(top - rate[0], bottom - rate[0]), slice(left - rate[2], right - rate[2]))
-        self.rate_in_window = (slice(rate[0] - window[0], rate[1] - window[0]),
-                               slice(rate[2] - window[2], rate[3] - window[2]))
         rt, rb = max(rate[0] - margin, 0) * s, min((rate[1] + margin) * s, height)
         rl, rr = max(rate[2] - margin, 0) * s, min((rate[3] + margin) * s, width)
-        self.region_in_window = (slice(rt - window[0] * s, rb - window[0] * s),
-                                 slice(rl - window[2] * s, rr - window[2] * s))
+        bt, bb, bl, br = rt, rb, rl, rr  # the pixels the distortion sees: the region, or a box around it
+        if distortion is not None and not distortion.per_pixel:
+            (bt, bb), (bl, br) = _context(rt, rb, height), _context(rl, rr, width)
+            beyond = halo - margin  # latents the decoder must see beyond a pixel's own for it to be exact
+            window = (min(window[0], max(bt // s - beyond, 0)), max(window[1], min(-(-bb // s) + beyond, h)),
+                      min(window[2], max(bl // s - beyond, 0)), max(window[3], min(-(-br // s) + beyond, w)))
+        self.rate_in_window = (slice(rate[0] - window[0], rate[1] - window[0]),
+                               slice(rate[2] - window[2], rate[3] - window[2]))
+        self.box_in_window = (slice(bt - window[0] * s, bb - window[0] * s), slice(bl - window[2] * s, br - window[2] * s))
+        self.region_in_box = (slice(rt - bt, rb - bt), slice(rl - bl, rr - bl))
+        self.box_target = x[..., bt:bb, bl:br]
         self.target = x[..., rt:rb, rl:rr]
+        self.distortion = None if distortion is None else distortion.part((slice(bt, bb), slice(bl, br)),
+                                                                         self.region_in_box)
         self.pixels = max((rb - rt) * (rr - rl), 1)
         with torch.no_grad():  # everything outside the cores at its current hard-quantised value
             center = context.center[..., window[0]:window[1], window[2]:window[3]]
@@ -146,14 +171,16 @@ class Tile:
         y_rate[..., self.core_in_rate[0], self.core_in_rate[1]] = core_center + relax(self.y - core_center)
         window = self.window_hat.clone()
         window[..., self.rate_in_window[0], self.rate_in_window[1]] = y_rate
-        x_hat = network.g_s(window)[..., self.region_in_window[0], self.region_in_window[1]]
+        x_box = network.g_s(window)[..., self.box_in_window[0], self.box_in_window[1]]
         if clamp:
-            x_hat = x_hat.clamp(0, 1)
+            x_box = x_box.clamp(0, 1)
+        x_hat = x_box[..., self.region_in_box[0], self.region_in_box[1]]
         bits = self.context.y_bits(y_rate, scales, means)
         if self.joint:
             bits = bits + self.context.z_bits(zwin[..., self.zcore_in_zwin[0], self.zcore_in_zwin[1]])
         mse = torch.nn.functional.mse_loss(x_hat, self.target)
-        return rd_loss(bits / self.pixels, mse, self.lmbda), bits, mse
+        d = mse if self.distortion is None else self.distortion(x_box, self.box_target)
+        return rd_loss(bits / self.pixels, d, self.lmbda), bits, mse
 
     def proxy_loss(self, relax: Callable[[Tensor], Tensor]) -> Tensor:
         return self._loss(relax, self.fast.model, clamp=False)[0]
@@ -170,29 +197,37 @@ class Tile:
 
 class WholeImageTrace:
     """The whole image's true loss while tiles are refined, from each tile's: by exact locality a
-    tile's change of bits and of squared error (summed) is the whole image's, so every tile
-    evaluation is also a whole-image point, and a tiled run's trace has the same shape as an untiled
-    one's (the true loss of the current iterate at every evaluation, against the whole-image step)."""
+    tile's change of bits, of squared error and of distortion (summed; the distortion is the loss's,
+    `(L − R/P)/(λ·255²)`, the MSE or a region of interest's weighted MSE) is the whole image's, so
+    every tile evaluation is also a whole-image point, and a tiled run's trace has the same shape as
+    an untiled one's (the true loss of the current iterate at every evaluation, against the
+    whole-image step). With MS-SSIM in the distortion a tile's share is estimated (`Measure.part`), and
+    so is this trace."""
 
     def __init__(self, initial: TrueLoss, pixels: int, lmbda: float):
         self.pixels, self.lmbda = pixels, lmbda
-        self.bits, self.squared = initial.bpp * pixels, mse_from_psnr(initial.psnr) * pixels
+        self.sums = self._sums(initial, pixels)
 
-    def _moved(self, tile_pixels: int, before: TrueLoss, now: TrueLoss) -> tuple[float, float]:
-        return (self.bits + (now.bpp - before.bpp) * tile_pixels,
-                self.squared + (mse_from_psnr(now.psnr) - mse_from_psnr(before.psnr)) * tile_pixels)
+    def _sums(self, loss: TrueLoss, pixels: int) -> tuple[float, float, float]:
+        """Bits, squared error and distortion of `loss` summed over `pixels`."""
+        distortion = (loss.loss - loss.bpp) / (self.lmbda * 255.0**2)
+        return loss.bpp * pixels, mse_from_psnr(loss.psnr) * pixels, distortion * pixels
+
+    def _moved(self, tile_pixels: int, before: TrueLoss, now: TrueLoss) -> tuple[float, float, float]:
+        return tuple(whole + after - start for whole, after, start in
+                     zip(self.sums, self._sums(now, tile_pixels), self._sums(before, tile_pixels)))
 
     def point(self, record: TraceRecord, tile_pixels: int, before: TrueLoss, seconds: float) -> TraceRecord:
         """`record` of a tile (starting from `before`) as the whole image's, at `seconds` into the run."""
-        bits, squared = self._moved(tile_pixels, before, TrueLoss(record.true_loss, record.true_bpp, record.true_psnr))
-        bpp, mse = bits / self.pixels, squared / self.pixels
-        loss = float(rd_loss(bpp, mse, self.lmbda))
+        sums = self._moved(tile_pixels, before, TrueLoss(record.true_loss, record.true_bpp, record.true_psnr))
+        bpp, mse, distortion = (total / self.pixels for total in sums)
+        loss = float(rd_loss(bpp, distortion, self.lmbda))
         proxy = loss + record.gap * tile_pixels / self.pixels
         return TraceRecord(record.step, record.tau, proxy, loss, bpp, psnr_from_mse(mse), seconds)
 
     def keep(self, tile_pixels: int, before: TrueLoss, kept: TrueLoss) -> None:
         """The tile ended with `kept` (its best iterate, or `before` if nothing beat it)."""
-        self.bits, self.squared = self._moved(tile_pixels, before, kept)
+        self.sums = self._moved(tile_pixels, before, kept)
 
 
 class TileView(LoopHook):
@@ -220,11 +255,13 @@ class TileView(LoopHook):
 
 
 def refine_tiles(model: LatentModel, x: Tensor, begin: Start, config: RefinementConfig, lmbda: float, tile: int,
-                 deadline: Deadline = UNBOUNDED, hooks: Sequence[LoopHook] = ()) -> RefinementResult:
+                 deadline: Deadline = UNBOUNDED, hooks: Sequence[LoopHook] = (), distortion: Measure | None = None
+                 ) -> RefinementResult:
     """Refine the latents core by core (`tile` pixels a side, rounded up to whole latents): `y` and
     `z` for hyperprior models with `variables="joint"`, else `y` with `z` kept (`Tile`), from `begin`
     (`refine.Start`: the whole image's latents and true loss). With a bounded `deadline`, each tile
-    gets an equal share of what is left of it after the final whole-image evaluation."""
+    gets an equal share of what is left of it after the final whole-image evaluation. `distortion`: the
+    whole image's, a per-pixel one (None: the MSE)."""
     context = EntropyContext(model, begin.latents)
     fast = model.proxy_view(channels_last=config.channels_last, compile=config.compile,
                             precision=resolve_precision(config.precision, model.device))
@@ -242,7 +279,7 @@ def refine_tiles(model: LatentModel, x: Tensor, begin: Start, config: Refinement
             stopped_by = "time_budget"
             break
         tile_deadline = deadline.share(len(cores) - index, begin.eval_seconds)
-        problem = Tile(model, fast, x, y, z, context, core, lmbda, joint)
+        problem = Tile(model, fast, x, y, z, context, core, lmbda, joint, distortion)
         evaluated = time.perf_counter()
         tile_initial = problem.true_loss()
         view = TileView([*hooks, trace], whole, problem, tile_initial, steps_run, steps_each * len(cores),
@@ -260,7 +297,18 @@ def refine_tiles(model: LatentModel, x: Tensor, begin: Start, config: Refinement
                 z[..., problem.z_box[0], problem.z_box[1]] = outcome.best_variables[1]
                 context.refresh(z)
     return _tiled_result(model, x, begin, Latents(y, z), config, lmbda, steps_run, improved_tiles, stopped_by,
-                         len(cores), trace.records)
+                         len(cores), trace.records, distortion)
+
+
+def _context(start: int, stop: int, size: int) -> tuple[int, int]:
+    """Pixels `[start, stop)` of a side of `size` widened by `MS_SSIM_CONTEXT` each way, and to at least
+    `MS_SSIM_MIN_SIDE` where the image allows, within the image."""
+    start, stop = max(start - MS_SSIM_CONTEXT, 0), min(stop + MS_SSIM_CONTEXT, size)
+    short = MS_SSIM_MIN_SIDE - (stop - start)
+    if short > 0:
+        start = max(start - short, 0)
+        stop = min(max(stop, start + MS_SSIM_MIN_SIDE), size)
+    return start, stop
 
 
 def core_size(tile: int, joint: bool, stride: int) -> int:
@@ -271,9 +319,9 @@ def core_size(tile: int, joint: bool, stride: int) -> int:
 
 def _tiled_result(model: LatentModel, x: Tensor, begin: Start, refined: Latents, config: RefinementConfig,
                   lmbda: float, steps_run: int, improved_tiles: int, stopped_by: str, tiles: int,
-                  records: list[TraceRecord]) -> RefinementResult:
+                  records: list[TraceRecord], distortion: Measure | None) -> RefinementResult:
     initial = begin.loss
-    final = TrueLoss.of(model.true_rate_distortion(refined, x, lmbda))
+    final = TrueLoss.of(model.true_rate_distortion(refined, x, lmbda, distortion))
     if final.loss > initial.loss:  # cannot happen if the locality argument holds; never return worse
         refined, final = begin.latents.detach(), initial
     first = TraceRecord(0, config.temperature(config.planned_steps())(0), float("nan"), initial.loss, initial.bpp,
