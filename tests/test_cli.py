@@ -293,6 +293,43 @@ def test_a_parallel_folder_refines_for_the_distortion_asked_for(tmp_path):
     assert all(s["config"]["distortion"] == {"name": "mix", "weight": 0.5} for s in stats)
 
 
+def test_a_folder_takes_a_folder_of_masks_one_per_image_by_name(tmp_path):
+    """`--roi MASKS/` with a folder: IN/img0.png's mask is MASKS/img0.png, the same file as encoding
+    that image alone with it, sequentially and on two workers; an image without a mask is encoded
+    without one (a note says so); a mask file or a folder without any mask is refused in one line."""
+    source = _three_crops(tmp_path / "in")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    levels = np.zeros((64, 96), dtype=np.uint8)
+    levels[:, :32] = 255
+    Image.fromarray(levels, "L").save(masks / "img0.png")
+    alone = run("encode", source / "img0.png", "-o", tmp_path / "alone.lfc", "--roi", masks / "img0.png",
+                "--steps", "5", "--threads", "1")
+    plain = run("encode", source / "img0.png", "-o", tmp_path / "plain.lfc", "--steps", "5", "--threads", "1")
+    assert alone.returncode == 0 and plain.returncode == 0, alone.stderr + plain.stderr
+    assert (tmp_path / "alone.lfc").read_bytes() != (tmp_path / "plain.lfc").read_bytes()  # the mask matters
+    ray = [] if _no_ray() else [["--workers", "2"]]
+    for name, extra in [("one", ["--threads", "1"]), *(("two", e) for e in ray)]:
+        proc = run("encode", source, "-o", tmp_path / name, "--roi", masks, "--steps", "5", "--json", *extra)
+        assert proc.returncode == 0, proc.stderr
+        stats = {json.loads(line)["input"].rsplit("/", 1)[-1]: json.loads(line) for line in proc.stdout.splitlines()}
+        assert {k: v["roi"] for k, v in stats.items()} == {"img0.png": True, "img1.png": False, "img2.png": False}
+        assert "img1.png: no mask" in proc.stderr and "img2.png: no mask" in proc.stderr
+        assert (tmp_path / name / "img0.lfc").read_bytes() == (tmp_path / "alone.lfc").read_bytes()
+    refused = run("encode", source, "-o", tmp_path / "bad", "--roi", masks / "img0.png")
+    assert_clean_failure(refused, "img0.png", "takes a folder of masks")
+    (tmp_path / "empty").mkdir()
+    empty = run("encode", source, "-o", tmp_path / "bad", "--roi", tmp_path / "empty")
+    assert_clean_failure(empty, "no mask for any of the 3 images")
+    assert not list((tmp_path / "bad").glob("*.lfc"))
+
+
+def _no_ray() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is None
+
+
 def test_a_bad_image_stops_a_parallel_folder_with_one_line_and_no_partial_file(tmp_path):
     pytest.importorskip("ray")
     source = _three_crops(tmp_path / "in")

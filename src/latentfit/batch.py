@@ -90,18 +90,35 @@ def pending_images(folder: Path, outdir: Path, force: bool) -> tuple[list[tuple[
     return todo, len(images) - len(todo)
 
 
+def folder_masks(masks: Path, todo: list[tuple[Path, Path]]) -> dict[Path, Path | None]:
+    """The region-of-interest mask of each image to encode from a folder (`--roi` with a folder): the
+    mask of `IN/photo.jpg` is `MASKS/photo.png`; an image without one is encoded without a region. A
+    `masks` that is not a folder, or holds no mask for any of the images, is refused in one line."""
+    if not masks.is_dir():
+        raise LatentfitError(f"{masks}: with a folder of images, --roi takes a folder of masks "
+                             "(the mask of IN/photo.jpg is ROI/photo.png)")
+    found = {path: masks / f"{path.stem}.png" for path, _ in todo}
+    found = {path: mask if mask.is_file() else None for path, mask in found.items()}
+    if todo and not any(found.values()):
+        raise LatentfitError(f"{masks}: no mask for any of the {len(todo)} images to encode "
+                             "(the mask of IN/photo.jpg is ROI/photo.png)")
+    return found
+
+
 @functools.lru_cache(maxsize=1)
 def _worker_model(source: ModelSource):
     return source.load()
 
 
-def encode_task(path: str, source: ModelSource, config, goal, threads: int) -> tuple[dict, bytes, list[str]]:
+def encode_task(path: str, source: ModelSource, config, goal, threads: int, roi: str | None = None,
+                roi_weight: float | None = None) -> tuple[dict, bytes, list[str]]:
     """One image of a parallel folder encode, in a worker process: (stats, the file's bytes, notes on
     the input). `seconds` counts from the worker's start on the image to the bytes in memory."""
     import torch
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    image, result = encode_path(Path(path), _worker_model(source), config, goal, started)
+    image, result = encode_path(Path(path), _worker_model(source), config, goal, started, None,
+                                None if roi is None else Path(roi), roi_weight)
     stats = result.stats | {"seconds": time.perf_counter() - started, "input": path, "device": source.device}
     return stats, result.data, image.notes

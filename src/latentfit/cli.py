@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 
 from .allocator import tune_allocator
-from .batch import ModelSource, encode_path, encode_task, pending_images
+from .batch import ModelSource, encode_path, encode_task, folder_masks, pending_images
 from .batch import torch_device as _device
 from .config import AUTO_STEPS, BUDGET_TAU_END, BUDGET_TAU_START, CLOSED_LOOP_STEP, PAPERS_PROTOCOL, RefinementConfig
 from .distortion import MS_SSIM_TARGET_DISTORTION, ROI_WEIGHT
@@ -118,7 +118,8 @@ HELP = {
     "distortion": "What the refinement minimises besides the rate: mse (the models' own; the default), ms-ssim, or "
                   "mix:W (W the MS-SSIM share, e.g. mix:0.5); MS-SSIM needs images of at least 161 pixels a side.",
     "roi": "A region-of-interest mask (greyscale image of the input's size; white counts --roi-weight times black): "
-           "its pixels' squared error weighs more (mse or mix). One image only.",
+           "its pixels' squared error weighs more (mse or mix). With a folder of images, a folder of masks: "
+           "the mask of IN/photo.jpg is ROI/photo.png (an image without one is encoded without).",
     "roi_weight": "How much a white pixel of the --roi mask counts against a black one (grey between).",
 }
 #: The encode options that are `RefinementConfig` fields of the same name (the rest are the command's own).
@@ -190,8 +191,6 @@ def encode(
     goal = _target(target_bytes, target_bpp, target_psnr, lmbda, target_ms_ssim)
     batch = input.is_dir()
     _check_encode_outputs(input, output, trace, force, workers)
-    if batch and roi is not None:
-        raise LatentfitError("--roi takes a single image, not a folder")
     _set_threads(threads)
     # what loads the model, so that a worker process can load the same one
     source = ModelSource(model, quality, str(checkpoint) if checkpoint else None,
@@ -202,9 +201,9 @@ def encode(
                              roi, roi_weight), as_json)
     elif workers > 1 or ray_address is not None:
         _encode_folder_parallel(input, output, source, config, force, progress, as_json, goal, threads or 1,
-                                workers, ray_address)
+                                workers, ray_address, roi, roi_weight)
     else:
-        _encode_folder(input, output, latent_model, config, force, progress, device, as_json, goal)
+        _encode_folder(input, output, latent_model, config, force, progress, device, as_json, goal, roi, roi_weight)
 
 
 def _refinement_config(settings: dict, tau_max, tau_rate, t0, tau_min, anneal_to) -> RefinementConfig:
@@ -292,21 +291,25 @@ def _report(stats: dict, as_json: bool) -> None:
 
 
 def _encode_folder(folder: Path, outdir: Path, latent_model, config, force: bool, progress: bool, device: str,
-                   as_json: bool, goal=None) -> None:
-    """Encode every image of `folder` into `outdir`, skipping files a previous run completed."""
+                   as_json: bool, goal=None, roi: Optional[Path] = None, roi_weight: float = ROI_WEIGHT) -> None:
+    """Encode every image of `folder` into `outdir`, skipping files a previous run completed; `roi`: a
+    folder of masks (`batch.folder_masks`)."""
     from tqdm import tqdm
 
     todo, skipped = pending_images(folder, outdir, force)
+    masks = _folder_masks(roi, todo)
     with tqdm(todo, desc="encode", unit="image", disable=not (progress and sys.stderr.isatty()),
               file=sys.stderr) as bar:
         for path, target in bar:
-            _report(_encode_file(path, target, latent_model, config, force, None, False, device, goal), as_json)
+            _report(_encode_file(path, target, latent_model, config, force, None, False, device, goal,
+                                 masks.get(path), roi_weight), as_json)
     if skipped:
         typer.echo(f"latentfit: {skipped} of {len(todo) + skipped} already encoded in {outdir}, skipped", err=True)
 
 
 def _encode_folder_parallel(folder: Path, outdir: Path, source: ModelSource, config, force: bool, progress: bool,
-                            as_json: bool, goal, threads: int, workers: int, address: Optional[str]) -> None:
+                            as_json: bool, goal, threads: int, workers: int, address: Optional[str],
+                            roi: Optional[Path] = None, roi_weight: float = ROI_WEIGHT) -> None:
     """`_encode_folder` with the images as Ray tasks; each file is written here, atomically, as it
     arrives, so an interrupted run resumes like a sequential one."""
     from tqdm import tqdm
@@ -317,9 +320,11 @@ def _encode_folder_parallel(folder: Path, outdir: Path, source: ModelSource, con
     if not ray_installed():
         raise LatentfitError("--workers and --ray-address need Ray (pip install 'latentfit[ray]')")
     todo, skipped = pending_images(folder, outdir, force)
+    masks = _folder_masks(roi, todo)
     outputs = {str(path): target for path, target in todo}
     gpus = 1.0 if source.device.startswith("cuda") else 0.0
-    calls = [(str(path), source, config, goal, threads) for path, _ in todo]
+    calls = [(str(path), source, config, goal, threads, None if masks.get(path) is None else str(masks[path]),
+              roi_weight) for path, _ in todo]
     with tqdm(total=len(todo), desc="encode", unit="image", disable=not (progress and sys.stderr.isatty()),
               file=sys.stderr) as bar:
         for stats, data, notes in (run_tasks(encode_task, calls, workers, address, gpus) if calls else ()):
@@ -335,6 +340,19 @@ def _encode_folder_parallel(folder: Path, outdir: Path, source: ModelSource, con
     if skipped:
         typer.echo(f"latentfit: {skipped} of {len(todo) + skipped} already encoded in {outdir}, skipped", err=True)
 
+
+
+def _folder_masks(roi: Optional[Path], todo: list) -> dict:
+    """Each pending image's mask from the folder `roi` (none without `--roi`); an image without one is
+    encoded without a region of interest, and a note says so."""
+    if roi is None:
+        return {}
+    masks = folder_masks(roi, todo)
+    for path, mask in masks.items():
+        if mask is None:
+            typer.echo(f"latentfit: note: {path}: no mask {roi / (path.stem + '.png')}, encoded without a region "
+                       "of interest", err=True)
+    return masks
 
 
 def _steps(text) -> int | str:
