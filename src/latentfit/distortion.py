@@ -59,8 +59,6 @@ class Distortion(Strategy):
     uses_ms_ssim: ClassVar[bool] = False
     #: Whether a region of interest's weights can weight it.
     takes_roi: ClassVar[bool] = True
-    #: Whether it is a mean over pixels (so a tile of the image can measure its share of it exactly).
-    per_pixel: ClassVar[bool] = False
 
     def __call__(self, x_hat: Tensor, x: Tensor, weights: Tensor | None = None) -> Tensor:
         raise NotImplementedError
@@ -96,7 +94,6 @@ def _ms_ssim_term(x_hat: Tensor, x: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class MSE(Distortion):
     name: ClassVar[str] = "mse"
-    per_pixel: ClassVar[bool] = True
 
     def __call__(self, x_hat, x, weights=None):
         return _squared_error(x_hat, x, weights)
@@ -168,7 +165,8 @@ class Measure:
 
     @property
     def per_pixel(self) -> bool:
-        return self.distortion.per_pixel
+        """Whether it is a mean over pixels (no MS-SSIM in it), so a part of the image measures its share exactly."""
+        return self.distortion.ms_ssim_share() == 0
 
     def part(self, box: tuple[slice, slice], region: tuple[slice, slice]) -> Callable[[Tensor, Tensor], Tensor]:
         """The measure of a part of the image, `part(x_hat, x)` on the pixels of `box` (absolute slices),
