@@ -5,12 +5,13 @@ A mean over images can hide that one method wins on most images and loses on a f
 for each image finished at every quality by all the named methods, each method's BD-rate against
 the same image's anchor curve, and how often the first method beats each of the others. Methods are
 named as the curves are (`runner.curve_method`): "sga+ssl", or with a decoder update
-"sga+ssl adapt=decoder".
+"sga+ssl adapt=decoder"; a classical codec by its spec ("avif", "avif:tune=psnr", whatever `--model`).
 
 Usage: python benchmarks/per_image_bd.py RESULTS_DIR --methods sga+ssl,sga [--steps 500] [--model M]
        python benchmarks/per_image_bd.py RESULTS_DIR --methods "sga+ssl adapt=decoder" --anchor sga+ssl
        python benchmarks/per_image_bd.py RESULTS_DIR --methods "sga+ssl distortion=mix:0.5" --anchor sga+ssl \
            --metric ssimulacra2     (psnr, ms-ssim in dB, ssimulacra2, cvvdp: what the cells measured)
+       python benchmarks/per_image_bd.py RESULTS_DIR --methods "sga+ssl distortion=mix:0.5,avif" --metric cvvdp
 """
 
 from __future__ import annotations
@@ -26,22 +27,29 @@ from latentfit.evaluation.runner import curve_method, journal_records, ms_ssim_d
 QUALITY = {"psnr": lambda r: r["psnr"], "ms-ssim": lambda r: ms_ssim_db(r.get("ms_ssim")),
            "ssimulacra2": lambda r: r.get("ssimulacra2"), "cvvdp": lambda r: r.get("cvvdp")}
 from latentfit.evaluation.bdrate import bd_rate
+from latentfit.evaluation.classical import is_classical
 
 
 def per_image_rates(records: list[dict], methods: list[str], steps: int, model: str,
                     anchor_method: str = "none", metric: str = "psnr") -> dict[str, dict[str, float]]:
     """{image: {method: BD-rate against that image's `anchor_method` curve}} for the images that the
-    anchor and every one of `methods` (at `steps`; `none` at 0) have finished at every quality present."""
+    anchor and every one of `methods` (at `steps`; `none` at 0; a classical codec at all its sweep's
+    levels) have finished at every quality present."""
     points: dict[tuple[str, str], dict[int, tuple[float, float]]] = defaultdict(dict)
     for record in records:
-        if record.get("model") != model or record.get("lmbda_point"):
+        if is_classical(record["method"]):
+            label = record["method"]
+        elif record.get("model") != model or record.get("lmbda_point"):
             continue
-        label = "none" if record["method"] == "none" else (curve_method(record) if record["steps"] == steps else None)
+        else:
+            label = "none" if record["method"] == "none" else (curve_method(record) if record["steps"] == steps else None)
         if label in methods or label == anchor_method:
             points[(record["image"], label)][record["quality"]] = (record["bpp"], QUALITY[metric](record))
-    qualities = {q for curve in points.values() for q in curve}
+    qualities = defaultdict(set)  # each curve's qualities (a classical sweep's levels)
+    for (_, label), curve in points.items():
+        qualities[label] |= set(curve)
     images = sorted({image for image, _ in points
-                     if all(set(points.get((image, m), {})) == qualities for m in [anchor_method, *methods])})
+                     if all(set(points.get((image, m), {})) == qualities[m] for m in [anchor_method, *methods])})
     rates = {}
     for image in images:
         anchor = list(points[(image, anchor_method)].values())
