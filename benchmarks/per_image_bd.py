@@ -12,6 +12,8 @@ Usage: python benchmarks/per_image_bd.py RESULTS_DIR --methods sga+ssl,sga [--st
        python benchmarks/per_image_bd.py RESULTS_DIR --methods "sga+ssl distortion=mix:0.5" --anchor sga+ssl \
            --metric ssimulacra2     (psnr, ms-ssim in dB, ssimulacra2, cvvdp: what the cells measured)
        python benchmarks/per_image_bd.py RESULTS_DIR --methods "sga+ssl distortion=mix:0.5,avif" --metric cvvdp
+       python benchmarks/per_image_bd.py results/kodak-full12 results/kodak-full12-ctx --model latentfit-ctx \
+           --methods sga+ssl --anchor sga+ssl --anchor-model latentfit-msh    (one model against another)
 """
 
 from __future__ import annotations
@@ -31,45 +33,50 @@ from latentfit.evaluation.classical import is_classical
 
 
 def per_image_rates(records: list[dict], methods: list[str], steps: int, model: str,
-                    anchor_method: str = "none", metric: str = "psnr") -> dict[str, dict[str, float]]:
+                    anchor_method: str = "none", metric: str = "psnr", anchor_model: str | None = None
+                    ) -> dict[str, dict[str, float]]:
     """{image: {method: BD-rate against that image's `anchor_method` curve}} for the images that the
-    anchor and every one of `methods` (at `steps`; `none` at 0; a classical codec at all its sweep's
-    levels) have finished at every quality present."""
-    points: dict[tuple[str, str], dict[int, tuple[float, float]]] = defaultdict(dict)
+    anchor (of `anchor_model`, default `model`) and every one of `methods` (of `model`, at `steps`;
+    `none` at 0; a classical codec at all its sweep's levels) have finished at every quality present."""
+    wanted = {(model, m) for m in methods} | {(anchor_model or model, anchor_method)}
+    points: dict[tuple[str, tuple], dict[int, tuple[float, float]]] = defaultdict(dict)
     for record in records:
         if is_classical(record["method"]):
-            label = record["method"]
-        elif record.get("model") != model or record.get("lmbda_point"):
+            curve = (model, record["method"])
+        elif record.get("lmbda_point"):
             continue
         else:
-            label = "none" if record["method"] == "none" else (curve_method(record) if record["steps"] == steps else None)
-        if label in methods or label == anchor_method:
-            points[(record["image"], label)][record["quality"]] = (record["bpp"], QUALITY[metric](record))
+            curve = (record.get("model"), "none" if record["method"] == "none" else
+                     (curve_method(record) if record["steps"] == steps else None))
+        if curve in wanted:
+            points[(record["image"], curve)][record["quality"]] = (record["bpp"], QUALITY[metric](record))
     qualities = defaultdict(set)  # each curve's qualities (a classical sweep's levels)
-    for (_, label), curve in points.items():
-        qualities[label] |= set(curve)
+    for (_, curve), values in points.items():
+        qualities[curve] |= set(values)
     images = sorted({image for image, _ in points
-                     if all(set(points.get((image, m), {})) == qualities[m] for m in [anchor_method, *methods])})
+                     if all(set(points.get((image, c), {})) == qualities[c] for c in wanted)})
     rates = {}
     for image in images:
-        anchor = list(points[(image, anchor_method)].values())
+        anchor = list(points[(image, (anchor_model or model, anchor_method))].values())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            rates[image] = {m: bd_rate(anchor, list(points[(image, m)].values())) for m in methods}
+            rates[image] = {m: bd_rate(anchor, list(points[(image, (model, m))].values())) for m in methods}
     return rates
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("results", type=Path)
+    parser.add_argument("results", type=Path, nargs="+", help="results folders (their journals together)")
     parser.add_argument("--methods", required=True, help="comma-separated; the first is compared with the rest")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--model", default="latentfit-msh")
     parser.add_argument("--anchor", default="none", help="the curve BD-rates are against (default none)")
+    parser.add_argument("--anchor-model", help="the anchor curve's model (default --model)")
     parser.add_argument("--metric", default="psnr", choices=sorted(QUALITY))
     args = parser.parse_args()
     methods = args.methods.split(",")
-    rates = per_image_rates(journal_records(args.results), methods, args.steps, args.model, args.anchor, args.metric)
+    records = [record for folder in args.results for record in journal_records(folder)]
+    rates = per_image_rates(records, methods, args.steps, args.model, args.anchor, args.metric, args.anchor_model)
     print("| image | " + " | ".join(methods) + " |")
     print("|---|" + "---|" * len(methods))
     for image, row in rates.items():
