@@ -261,7 +261,7 @@ def refine_tiles(model: LatentModel, x: Tensor, begin: Start, config: Refinement
     `z` for hyperprior models with `variables="joint"`, else `y` with `z` kept (`Tile`), from `begin`
     (`refine.Start`: the whole image's latents and true loss). With a bounded `deadline`, each tile
     gets an equal share of what is left of it after the final whole-image evaluation. `distortion`: the
-    whole image's, a per-pixel one (None: the MSE)."""
+    whole image's (None: the MSE; with MS-SSIM in it, each tile estimates its share: `Tile`)."""
     context = EntropyContext(model, begin.latents)
     fast = model.proxy_view(channels_last=config.channels_last, compile=config.compile,
                             precision=resolve_precision(config.precision, model.device))
