@@ -7,8 +7,9 @@ per tile, tiled (768 px tiles) and untiled, each in a fresh subprocess; the peak
 `seams`: on a `--crop` centre crop of a CLIC photo, refined untiled and tiled (`--tile` px),
 PSNR in 8-pixel strips along the tile borders against PSNR elsewhere, for none / untiled / tiled.
 
-Usage: python benchmarks/big_image.py memory [--steps 2] [--threads 2]
-       python benchmarks/big_image.py seams [--crop 1024] [--tile 256] [--steps 60] [--threads 2]
+Usage: python benchmarks/big_image.py memory [--steps 2] [--threads 2] [--model latentfit-ctx]
+       python benchmarks/big_image.py seams [--crop 1024] [--tile 256] [--steps 60] [--threads 2] [--model ...]
+(`--model`: a bundled model at the default quality; default: the default model.)
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ def four_k() -> "torch.Tensor":  # noqa: F821
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float() / 255
 
 
-def memory_child(mode: str, steps: int, threads: int) -> None:
+def memory_child(mode: str, steps: int, threads: int, name: str | None) -> None:
     import torch
 
     import latentfit
 
     torch.set_num_threads(threads)
-    model = latentfit.load_model()
+    model = latentfit.load_model(name)
     x = four_k()
     started = time.perf_counter()
     config = latentfit.RefinementConfig(steps=steps, evaluate_every=steps, tile="auto" if mode == "tiled" else None)
@@ -60,10 +61,10 @@ def memory_child(mode: str, steps: int, threads: int) -> None:
 
 
 def memory(args) -> None:
-    print(f"3840x2160, {args.steps} steps per tile, {args.threads} threads")
+    print(f"3840x2160, {args.steps} steps per tile, {args.threads} threads, {args.model or 'default model'}")
     for mode in ("tiled", "untiled"):
-        run = subprocess.run([sys.executable, __file__, "memory-child", mode, str(args.steps), str(args.threads)],
-                             capture_output=True, text=True)
+        run = subprocess.run([sys.executable, __file__, "memory-child", mode, str(args.steps), str(args.threads),
+                              *([args.model] if args.model else [])], capture_output=True, text=True)
         lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
         print(lines[-1] if lines else f"{mode}: exit {run.returncode} {run.stderr.strip().splitlines()[-1:]}",
               flush=True)
@@ -90,13 +91,14 @@ def seams(args) -> None:
     from latentfit.imageio import LoadedImage, to_uint8
 
     torch.set_num_threads(args.threads)
-    model = latentfit.load_model()
+    model = latentfit.load_model(args.model)
     full = latentfit.load_image(clic_photo()).tensor
     top, left = (full.shape[-2] - args.crop) // 2, (full.shape[-1] - args.crop) // 2
     x = full[..., top : top + args.crop, left : left + args.crop].contiguous()
     image, reference = LoadedImage(x, "RGB"), to_uint8(x)
     mask = strip_mask(args.crop, args.crop, args.tile)
-    print(f"{clic_photo().name} centre {args.crop}x{args.crop}, tiles {args.tile} px, {args.steps} steps, "
+    print(f"{model.name}: "
+          f"{clic_photo().name} centre {args.crop}x{args.crop}, tiles {args.tile} px, {args.steps} steps, "
           f"strips: 8 px around each tile border ({mask.mean():.1%} of pixels)")
     print("| run | bpp | PSNR | true loss | PSNR at tile borders | PSNR elsewhere | seconds |")
     print("|---|---|---|---|---|---|---|")
@@ -113,7 +115,7 @@ def seams(args) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "memory-child":
-        memory_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        memory_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else None)
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["memory", "seams"])
@@ -121,6 +123,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--crop", type=int, default=1024)
     parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--model", default=None, help="a bundled model (default quality); default: the default model")
     args = parser.parse_args()
     if args.what == "memory":
         args.steps = args.steps or 2

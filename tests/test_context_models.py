@@ -1,6 +1,7 @@
 """The checkerboard context architecture (`mbt2018-mean-checkerboard`, `latentfit-ctx`'s): built from
 CompressAI's latent codecs, initialised from a mean-scale hyperprior, trained on its context alone."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,12 +119,17 @@ def test_refinement_through_the_context_lowers_the_true_loss_and_the_file_decode
     assert y_only.stats["true_loss_final"] < y_only.stats["true_loss_initial"]
 
 
-def test_tiles_are_refused_for_context_models_and_auto_refines_the_whole_image(checkerboard_model, kodak_crop):
-    from latentfit import RefinementConfig, refine_latents
-    from latentfit.errors import LatentfitError
+def test_a_checkerboard_model_is_refined_in_tiles_and_its_file_decodes_as_encoded(checkerboard_model, kodak_crop):
+    """Tiles (64 px on a 128x192 crop: 2 x 3 cores) refine a checkerboard model as the hyperprior's:
+    the whole image's true loss falls, and the file decodes to the encoder's pixels; a small image is
+    not tiled by default."""
+    from latentfit import RefinementConfig, decode, encode, refine_latents
 
-    with pytest.raises(LatentfitError, match="tile"):
-        refine_latents(checkerboard_model, kodak_crop.tensor, RefinementConfig(steps=2, tile=64))
+    tiled = encode(kodak_crop, checkerboard_model, RefinementConfig(method="sga+ssl", steps=6, evaluate_every=3,
+                                                                     tile=64, seed=0))
+    assert tiled.refinement.tiles == 6
+    assert tiled.refinement.final.loss < 0.99 * tiled.refinement.initial.loss
+    assert np.array_equal(decode(tiled.data, checkerboard_model, "tiled.lfc"), tiled.decoded)
     assert refine_latents(checkerboard_model, kodak_crop.tensor, RefinementConfig(steps=2)).tiles == 1
 
 
@@ -204,6 +210,17 @@ def check_refinement(model, crop, methods=("uniform-noise", "sga")) -> None:
 @pytest.mark.slow
 def test_refinement_through_an_autoregressive_context_lowers_the_true_loss(autoregressive_model, kodak_crop):
     check_refinement(autoregressive_model, kodak_crop)
+
+
+def test_tiles_are_refused_for_a_raster_scan_context(autoregressive_model, kodak_crop):
+    """A raster-scan context reaches every later latent, so it has no tile reach: an explicit tile size
+    is refused in one line (and `auto` refines such a model whole: `refine.tile_size`)."""
+    from latentfit import RefinementConfig, refine_latents
+    from latentfit.errors import LatentfitError
+
+    assert autoregressive_model.arch.tiling is None
+    with pytest.raises(LatentfitError, match="tile"):
+        refine_latents(autoregressive_model, kodak_crop.tensor, RefinementConfig(steps=2, tile=64, variables="y"))
 
 
 def test_a_context_model_exports_compactly_and_loads_back_to_the_same_digest(tmp_path):

@@ -36,18 +36,28 @@ def _roi_weights(height: int, width: int, seed: int = 0) -> torch.Tensor:
     return weights / weights.mean()
 
 
+@pytest.fixture(scope="module")
+def context_model():
+    from latentfit import load_model
+
+    return load_model("latentfit-ctx", 2)
+
+
 @pytest.mark.parametrize("roi", [False, True])
 @pytest.mark.parametrize("joint", [False, True])
 @pytest.mark.parametrize("core_index", [0, 4, 8])
-def test_a_tile_loss_changes_exactly_as_the_whole_image_loss(bundled_model, photo, core_index, joint, roi):
+@pytest.mark.parametrize("which", ["latentfit-msh", "latentfit-ctx"])
+def test_a_tile_loss_changes_exactly_as_the_whole_image_loss(bundled_model, context_model, photo, core_index, joint,
+                                                             roi, which):
     """Changing one core (of y, or of y and z) changes the whole image's L_true by exactly the
     tile's L_true change (both in summed units): rate, decoder window and distortion region cover
-    everything the core can reach; with a region of interest, the region's weights are the tile's."""
-    model = bundled_model
+    everything the core can reach; with a region of interest, the region's weights are the tile's.
+    For the checkerboard model the rate covers the latents whose context sees the core's anchors."""
+    model = bundled_model if which == "latentfit-msh" else context_model
     latents = model.analysis(pad_to_multiple(photo, model.stride))
     context = EntropyContext(model, latents)
     y, z = latents.y.detach().clone(), latents.z.detach().clone()
-    core = tile_grid(y.shape[-2], y.shape[-1], 4 if joint else 6)[core_index]
+    core = tile_grid(y.shape[-2], y.shape[-1], 4 if joint else 5)[core_index]  # 5: boxes at odd offsets
     distortion = measure(MSE(), _roi_weights(*photo.shape[-2:])) if roi else None
     tile = Tile(model, model, photo, y, z, context, core, model.lmbda, joint, distortion)
     pixels = photo.shape[-2] * photo.shape[-1]
@@ -192,7 +202,8 @@ def test_a_tile_measuring_ms_ssim_sees_context_decoded_as_in_the_whole_image(bun
     context = EntropyContext(model, latents)
     y, z = latents.y.detach(), latents.z.detach()
     with torch.no_grad():
-        whole = model.model.g_s(context.center + torch.round(y - context.center))[..., :384, :448]
+        whole = model.model.g_s(context.hat.y_tilde)[..., :384, :448]
+        assert torch.equal(context.hat.y_tilde, context.hat.means + torch.round(y - context.hat.means))
     mix = measure(distortion_from("mix:0.5"))
     for core in [tile_grid(24, 28, 8)[i] for i in (0, 5, 11)]:  # a corner, inside, the last (narrow) column
         tile = Tile(model, model, x, y, z, context, core, model.lmbda, False, mix)

@@ -4,8 +4,9 @@ The latent grid `y` (h × w) is cut into square cores of `t = tile/16` latents (
 models refined jointly, the matching `t/4` cores of `z`). Each core is refined in turn (raster
 order) by the same loop as a whole image (`loop.optimise`), everything else held at its current
 hard-quantised value `ŷ = μ + round(y − μ)`, `ẑ = m + round(z − m)`. How far a latent reaches is
-the architecture's (`Architecture.tiling`, a `TilingReach`; only architectures without spatial
-context have one); for the hyperprior family:
+the architecture's (`Architecture.tiling`, a `TilingReach`; the hyperprior family and the
+checkerboard context model have one, the raster-scan and channel-group contexts not); for the
+hyperprior family:
 
 - the rate covers every latent whose bits the core can change: the core's `y`, or, when `z` is
   refined too (`Tile(joint=True)`), the `y` within `hyper_reach` = 8 latents whose `(σ, μ) = h_s(ẑ)`
@@ -15,6 +16,12 @@ context have one); for the hyperprior family:
   of interest's weights are those of the same pixels (a per-pixel distortion: `Measure.part`);
 - the synthesis transform sees a window `halo` = 4 latents around the core's (2 wider still), so each of those pixels
   decodes exactly as in the whole image.
+
+With a spatial context (the checkerboard's: `(σ, μ)` of a non-anchor latent from the anchors within
+`context` = 2 latents), the rate also covers the `y` within that reach of the above, whose parameters
+and `ŷ = μ + round(y − μ)` move with the anchors they see, computed over a box that holds every
+anchor their context sees and starts where the pattern does (`period`), and the window and region
+widen to match.
 
 So a tile's true loss changes exactly as the whole image's does (`tests/test_tiling.py`): each
 tile's best iterate lowers the whole image's `L_true`, and pixels at tile borders are optimised
@@ -40,7 +47,7 @@ from torch import Tensor
 from .distortion import Measure
 from .metrics import MS_SSIM_MIN_SIDE, mse_from_psnr, psnr_from_mse, rd_loss
 from .models.adapter import LatentModel, Latents, deterministic
-from .models.entropy import bottleneck_bits, bottleneck_medians, gaussian_bits
+from .models.entropy import bottleneck_bits, bottleneck_medians
 from .config import RefinementConfig, resolve_precision
 from .deadline import UNBOUNDED, Deadline
 from .loop import LoopHook, RefinementResult, Start, Trace, TraceRecord, TrueLoss, optimise
@@ -56,45 +63,38 @@ def tile_grid(height: int, width: int, core: int) -> list[tuple[int, int, int, i
 
 
 class EntropyContext:
-    """The entropy parameters of `y` given the current `ẑ`, and rates of parts of `y`."""
+    """The whole image's side parameters `h_s(ẑ)` and its decoded latents `ŷ` with their entropy
+    parameters (`parts.Decoded`, the context's two passes included), kept current as tiles change
+    `y` and `z` (`update`)."""
 
     def __init__(self, model: LatentModel, latents: Latents):
-        self.latent_model = model
-        self.model = model.model
+        self.latent_model, self.model, self.arch = model, model.model, model.arch
         self.hyperprior = model.has_hyperprior
-        if self.hyperprior:
-            self.medians = bottleneck_medians(self.model.entropy_bottleneck)
-            self.refresh(latents.z)
-        else:
-            self.scales = None
-            self.center = bottleneck_medians(self.model.entropy_bottleneck).expand_as(latents.y)
+        self.medians = bottleneck_medians(self.arch.hyper.bottleneck(self.model)) if self.hyperprior else None
+        self.side = None
+        self.update(latents.y, latents.z if self.hyperprior else None)
 
     @torch.no_grad()
-    def refresh(self, z: Tensor) -> None:
-        """Recompute `(σ, μ) = h_s(ẑ)` for the whole image after `z` changed."""
-        z_hat = self.medians + torch.round(z - self.medians)
-        self.scales, means = self.latent_model._entropy_parameters(z_hat)
-        self.center = torch.zeros_like(self.scales) if means is None else means
-
-    def y_bits(self, y_tilde: Tensor, scales: Tensor | None, means: Tensor | None) -> Tensor:
-        """`−Σ log2 p(ỹ)` under the Gaussian `(σ, μ)` (hyperprior) or the factorized density."""
-        if not self.hyperprior:
-            return bottleneck_bits(self.model.entropy_bottleneck, y_tilde)
-        return gaussian_bits(self.model.gaussian_conditional, y_tilde, scales, means)
+    def update(self, y: Tensor, z: Tensor | None = None) -> None:
+        """After `y` changed (and `z`, if given): `h_s(ẑ)`, then the whole image's `ŷ`."""
+        if z is not None:
+            self.side = self.arch.hyper.side(self.model, self.medians + torch.round(z - self.medians))
+        self.hat = self.arch.latent.decoded(self.model, y, self.side, torch.round)
 
     def z_bits(self, z_tilde: Tensor) -> Tensor:
-        return bottleneck_bits(self.model.entropy_bottleneck, z_tilde)
+        return bottleneck_bits(self.arch.hyper.bottleneck(self.model), z_tilde)
 
 
 class Tile:
     """One core of `y`, and with `joint` the matching core of `z`, everything else held at its
     current hard-quantised value, as a `RefinementProblem` (see the module docstring).
 
-    Without `joint` the entropy parameters are the context's (`z` fixed): the rate covers the core's
-    `y`. With `joint`, changing `z` moves `(σ, μ)` of the `y` within `hyper_reach` latents of the
-    core, and with `μ` the reconstruction `ŷ = μ + round(y − μ)` there: so the rate covers those `y`
-    (the core relaxed, the rest hard) plus the core's `z`, and the decoder window and distortion
-    region are widened by the same amount; `h_s` sees `ẑ` within `z_halo` of what it must compute.
+    The rate covers the `y` whose bits or reconstruction the core can change: the core itself, the
+    `y` within `hyper_reach` latents whose `(σ, μ)` move with the core's `z` (with `joint`), and those
+    within the spatial context's reach (`context`) of either, whose `(σ, μ)` move with the anchors
+    they see; so `ŷ = μ + round(y − μ)` there (hard, the core relaxed) is recomputed over a box `seen`
+    that holds every latent their context sees. The decoder window and distortion region are
+    widened by as much; `h_s` sees `ẑ` within `z_halo` of what it must compute.
     `distortion` (a `Measure`; None: the MSE) is the whole image's, measured on the tile's region
     (`Measure.part`), and with MS-SSIM in it on a box of context around the region.
     """
@@ -107,12 +107,16 @@ class Tile:
         h, w = y.shape[-2:]
         height, width = x.shape[-2:]
         reach = model.arch.tiling
-        s, a = reach.stride, reach.hyper_reach if joint else 0
+        s, c = reach.stride, reach.context
+        a = (reach.hyper_reach if joint else 0) + c
         halo, margin, z_halo = reach.halo, reach.margin, reach.z_halo
         rate = (max(top - a, 0), min(bottom + a, h), max(left - a, 0), min(right + a, w))
+        seen = (_aligned(rate[0] - c, reach.period), min(rate[1] + c, h),
+                _aligned(rate[2] - c, reach.period), min(rate[3] + c, w))
         window = (max(rate[0] - halo, 0), min(rate[1] + halo, h), max(rate[2] - halo, 0), min(rate[3] + halo, w))
         self.core_box = (slice(top, bottom), slice(left, right))
-        self.core_in_rate = (slice(top - rate[0], bottom - rate[0]), slice(left - rate[2], right - rate[2]))
+        self.core_in_seen = (slice(top - seen[0], bottom - seen[0]), slice(left - seen[2], right - seen[2]))
+        self.rate_in_seen = (slice(rate[0] - seen[0], rate[1] - seen[0]), slice(rate[2] - seen[2], rate[3] - seen[2]))
         rt, rb = max(rate[0] - margin, 0) * s, min((rate[1] + margin) * s, height)
         rl, rr = max(rate[2] - margin, 0) * s, min((rate[3] + margin) * s, width)
         bt, bb, bl, br = rt, rb, rl, rr  # the pixels the distortion sees: the region, or a box around it
@@ -130,22 +134,20 @@ class Tile:
         self.distortion = None if distortion is None else distortion.part((slice(bt, bb), slice(bl, br)),
                                                                          self.region_in_box)
         self.pixels = max((rb - rt) * (rr - rl), 1)
-        with torch.no_grad():  # everything outside the cores at its current hard-quantised value
-            center = context.center[..., window[0]:window[1], window[2]:window[3]]
-            self.window_hat = center + torch.round(y[..., window[0]:window[1], window[2]:window[3]] - center)
-        self.y_rate = y[..., rate[0]:rate[1], rate[2]:rate[3]].detach()
+        # everything outside the cores at its current hard-quantised value
+        self.window_hat = context.hat.y_tilde[..., window[0]:window[1], window[2]:window[3]]
+        self.y_seen = y[..., seen[0]:seen[1], seen[2]:seen[3]].detach().clone()
         self.y = y[..., self.core_box[0], self.core_box[1]].detach().clone().requires_grad_(True)
         self.variables = [self.y]
-        if not joint:  # the context's parameters over the rate box (the core)
-            self.scales = None if context.scales is None else context.scales[..., rate[0]:rate[1], rate[2]:rate[3]]
-            self.center = context.center[..., rate[0]:rate[1], rate[2]:rate[3]]
+        if not joint:  # the context's side parameters over the box (`z` fixed)
+            self.side = None if context.side is None else context.side[..., seen[0]:seen[1], seen[2]:seen[3]]
             return
         hz, wz = z.shape[-2:]
-        zwin = (max(rate[0] // 4 - z_halo, 0), min(-(-rate[1] // 4) + z_halo, hz),
-                max(rate[2] // 4 - z_halo, 0), min(-(-rate[3] // 4) + z_halo, wz))
+        zwin = (max(seen[0] // 4 - z_halo, 0), min(-(-seen[1] // 4) + z_halo, hz),
+                max(seen[2] // 4 - z_halo, 0), min(-(-seen[3] // 4) + z_halo, wz))
         self.z_box = (slice(top // 4, -(-bottom // 4)), slice(left // 4, -(-right // 4)))
-        self.rate_in_hyper = (slice(rate[0] - 4 * zwin[0], rate[1] - 4 * zwin[0]),
-                              slice(rate[2] - 4 * zwin[2], rate[3] - 4 * zwin[2]))
+        self.seen_in_hyper = (slice(seen[0] - 4 * zwin[0], seen[1] - 4 * zwin[0]),
+                              slice(seen[2] - 4 * zwin[2], seen[3] - 4 * zwin[2]))
         self.zcore_in_zwin = (slice(self.z_box[0].start - zwin[0], self.z_box[0].stop - zwin[0]),
                               slice(self.z_box[1].start - zwin[2], self.z_box[1].stop - zwin[2]))
         self.medians = context.medians
@@ -155,27 +157,26 @@ class Tile:
         self.variables.append(self.z)
 
     def _loss(self, relax, network: torch.nn.Module, clamp: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """The loss with `network`'s `h_s` and `g_s` (the plain model's, or the proxy's fast copies)."""
+        """The loss with `network`'s `h_s`, context and `g_s` (the plain model's, or the proxy's fast
+        copies)."""
+        arch = self.model.arch
         if self.joint:
             zwin = self.zwin_hat.clone()
             zwin[..., self.zcore_in_zwin[0], self.zcore_in_zwin[1]] = self.medians + relax(self.z - self.medians)
-            scales, means = self.model.arch.side_parameters(network, zwin)
-            scales = scales[..., self.rate_in_hyper[0], self.rate_in_hyper[1]]
-            means = None if means is None else means[..., self.rate_in_hyper[0], self.rate_in_hyper[1]]
-            center = torch.zeros_like(scales) if means is None else means
+            side = arch.hyper.side(network, zwin)[..., self.seen_in_hyper[0], self.seen_in_hyper[1]]
         else:
-            scales, center = self.scales, self.center
-            means = center
-        y_rate = center + torch.round(self.y_rate - center)  # hard outside the core; moves with μ
-        core_center = center[..., self.core_in_rate[0], self.core_in_rate[1]]
-        y_rate[..., self.core_in_rate[0], self.core_in_rate[1]] = core_center + relax(self.y - core_center)
+            side = self.side
+        y_seen = self.y_seen.clone()
+        y_seen[..., self.core_in_seen[0], self.core_in_seen[1]] = self.y
+        decoded = arch.latent.decoded(network, y_seen, side, _in_core(relax, self.core_in_seen))
+        decoded = decoded.crop(*self.rate_in_seen)
         window = self.window_hat.clone()
-        window[..., self.rate_in_window[0], self.rate_in_window[1]] = y_rate
+        window[..., self.rate_in_window[0], self.rate_in_window[1]] = decoded.y_tilde
         x_box = network.g_s(window)[..., self.box_in_window[0], self.box_in_window[1]]
         if clamp:
             x_box = x_box.clamp(0, 1)
         x_hat = x_box[..., self.region_in_box[0], self.region_in_box[1]]
-        bits = self.context.y_bits(y_rate, scales, means)
+        bits = arch.latent.element_bits(self.model.model, decoded).sum()
         if self.joint:
             bits = bits + self.context.z_bits(zwin[..., self.zcore_in_zwin[0], self.zcore_in_zwin[1]])
         mse = torch.nn.functional.mse_loss(x_hat, self.target)
@@ -193,6 +194,20 @@ class Tile:
 
     def snapshot(self) -> list[Tensor]:
         return [v.detach().clone() for v in self.variables]
+
+
+def _in_core(relax: Callable[[Tensor], Tensor], core: tuple[slice, slice]) -> Callable[[Tensor], Tensor]:
+    """`relax` on the core's offsets, hard rounding elsewhere (what the rest of the image holds)."""
+    def mixed(v: Tensor) -> Tensor:
+        out = torch.round(v.detach())
+        out[..., core[0], core[1]] = relax(v[..., core[0], core[1]])
+        return out
+    return mixed
+
+
+def _aligned(start: int, period: int) -> int:
+    """`start` (clipped at 0) rounded down to a multiple of `period`."""
+    return max(start, 0) // period * period
 
 
 class WholeImageTrace:
@@ -295,7 +310,7 @@ def refine_tiles(model: LatentModel, x: Tensor, begin: Start, config: Refinement
             y[..., problem.core_box[0], problem.core_box[1]] = outcome.best_variables[0]
             if joint:
                 z[..., problem.z_box[0], problem.z_box[1]] = outcome.best_variables[1]
-                context.refresh(z)
+            context.update(y, z if joint else None)
     return _tiled_result(model, x, begin, Latents(y, z), config, lmbda, steps_run, improved_tiles, stopped_by,
                          len(cores), trace.records, distortion)
 

@@ -53,15 +53,25 @@ def bottleneck_medians(bottleneck: EntropyBottleneck) -> Tensor:
 
 def bottleneck_bits(bottleneck: EntropyBottleneck, values: Tensor) -> Tensor:
     """`−Σ log2 p(values)` under the factorized density."""
-    return -torch.log2(bottleneck_likelihood(bottleneck, values)).sum()
+    return bottleneck_element_bits(bottleneck, values).sum()
+
+
+def bottleneck_element_bits(bottleneck: EntropyBottleneck, values: Tensor) -> Tensor:
+    """`−log2 p` of each of `values` under the factorized density."""
+    return -torch.log2(bottleneck_likelihood(bottleneck, values))
 
 
 def gaussian_bits(conditional: nn.Module, values: Tensor, scales: Tensor, means: Tensor | None) -> Tensor:
     """`−Σ log2 p(values)` under CompressAI's Gaussian conditional `(σ, μ)`."""
+    return gaussian_element_bits(conditional, values, scales, means).sum()
+
+
+def gaussian_element_bits(conditional: nn.Module, values: Tensor, scales: Tensor, means: Tensor | None) -> Tensor:
+    """`−log2 p` of each of `values` under CompressAI's Gaussian conditional `(σ, μ)`."""
     likelihood = conditional._likelihood(values, scales, means)
     if conditional.use_likelihood_bound:
         likelihood = conditional.likelihood_lower_bound(likelihood)
-    return -torch.log2(likelihood).sum()
+    return -torch.log2(likelihood)
 
 
 def for_indexes(module: nn.Module, format_version: int) -> nn.Module:

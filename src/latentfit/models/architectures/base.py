@@ -45,7 +45,7 @@ class Architecture:
     latent: ClassVar[LatentPart]
     #: Modules that entropy coding uses: the CPU coder's private copy when the model is on a GPU.
     coding_modules: ClassVar[tuple[str, ...]] = ("entropy_bottleneck", "h_s", "gaussian_conditional")
-    #: The reach of its latents, for tile-by-tile refinement (None: not tileable, e.g. a spatial context).
+    #: The reach of its latents, for tile-by-tile refinement (None: not tileable, e.g. a raster-scan context).
     tiling: ClassVar[TilingReach | None] = None
     #: Architectures whose weights this one can start from (a context model from the transforms and
     #: hyperprior of a model without context), see `from_base_state_dict`.

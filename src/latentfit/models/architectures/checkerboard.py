@@ -14,6 +14,8 @@ exactly its rates and learns only what the context adds (`from_mean_scale`).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from compressai.entropy_models import EntropyBottleneck
 from compressai.latent_codecs import (
@@ -28,7 +30,8 @@ from torch import Tensor, nn
 
 from .. import entropy
 from .base import Architecture, check_indexes, register_architecture
-from .parts import HyperPart, LatentPart, Relaxation
+from .hyperprior import HYPERPRIOR_REACH
+from .parts import Decoded, HyperPart, LatentPart, Relaxation
 
 
 class ResidualEntropyParameters(nn.Module):
@@ -142,8 +145,8 @@ class CheckerboardY(LatentPart):
         return self.anchor_parameters(self.codec(model), side)
 
     @staticmethod
-    def group_rate(codec: CheckerboardLatentCodec, y: Tensor, side: Tensor, relax: Relaxation) -> tuple[Tensor, Tensor]:
-        """`(R, ỹ)` of `y` under the checkerboard `codec` given its side parameters."""
+    def group_decoded(codec: CheckerboardLatentCodec, y: Tensor, side: Tensor, relax: Relaxation) -> Decoded:
+        """`ỹ` and `(σ, μ)` of `y` under the checkerboard `codec` given its side parameters."""
         scales_a, means_a = CheckerboardY.anchor_parameters(codec, side)
         y_anchor = means_a + relax(y - means_a)
         context = codec.context_prediction(codec._keep_only(y_anchor, "anchor"))
@@ -151,11 +154,22 @@ class CheckerboardY(LatentPart):
         y_other = means_n + relax(y - means_n)
         anchors = codec._keep_only(torch.ones_like(y[:, :1]), "anchor").bool()
         scales, means = torch.where(anchors, scales_a, scales_n), torch.where(anchors, means_a, means_n)
-        y_tilde = torch.where(anchors, y_anchor, y_other)
-        return entropy.gaussian_bits(codec.latent_codec["y"].gaussian_conditional, y_tilde, scales, means), y_tilde
+        return Decoded(torch.where(anchors, y_anchor, y_other), scales, means)
 
-    def rate(self, model: nn.Module, y: Tensor, side: Tensor | None, relax: Relaxation) -> tuple[Tensor, Tensor]:
-        return self.group_rate(self.codec(model), y, side, relax)
+    @staticmethod
+    def group_rate(codec: CheckerboardLatentCodec, y: Tensor, side: Tensor, relax: Relaxation) -> tuple[Tensor, Tensor]:
+        """`(R, ỹ)` of `y` under the checkerboard `codec` given its side parameters."""
+        decoded = CheckerboardY.group_decoded(codec, y, side, relax)
+        bits = entropy.gaussian_bits(codec.latent_codec["y"].gaussian_conditional, decoded.y_tilde, decoded.scales,
+                                     decoded.means)
+        return bits, decoded.y_tilde
+
+    def decoded(self, model: nn.Module, y: Tensor, side: Tensor | None, relax: Relaxation) -> Decoded:
+        return self.group_decoded(self.codec(model), y, side, relax)
+
+    def element_bits(self, model: nn.Module, decoded: Decoded) -> Tensor:
+        return entropy.gaussian_element_bits(self.codec(model).latent_codec["y"].gaussian_conditional,
+                                             decoded.y_tilde, decoded.scales, decoded.means)
 
     @staticmethod
     def passes(codec: CheckerboardLatentCodec, side: Tensor, y: Tensor | None = None,
@@ -209,6 +223,9 @@ class Checkerboard(Architecture):
     coding_modules = ("latent_codec",)
     starts_from = ("mbt2018-mean",)
     context_prefixes = ("latent_codec.y.context_prediction.", "latent_codec.y.entropy_parameters.")
+    #: The hyperprior family's reach, and the context's: a latent's `(σ, μ)` see the anchors within 2
+    #: latents (the 5x5 masked convolution; the entropy parameters are 1x1), in a pattern of period 2.
+    tiling = dataclasses.replace(HYPERPRIOR_REACH, context=2, period=2)
 
     def matches(self, state_dict: dict) -> bool:
         return "latent_codec.y.context_prediction.weight" in state_dict and "latent_codec.hyper.h_s.0.weight" in state_dict

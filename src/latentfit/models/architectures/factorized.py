@@ -7,16 +7,18 @@ from torch import Tensor, nn
 
 from .. import entropy
 from .base import Architecture, register_architecture
-from .parts import HyperPart, LatentPart, Relaxation, TilingReach
+from .parts import Decoded, HyperPart, LatentPart, Relaxation, TilingReach
 
 
 class FactorizedY(LatentPart):
     """`y` under the model's entropy bottleneck: `ỹ = m + relax(y − m)`, no scale indexes."""
 
-    def rate(self, model: nn.Module, y: Tensor, side: Tensor | None, relax: Relaxation) -> tuple[Tensor, Tensor]:
+    def decoded(self, model: nn.Module, y: Tensor, side: Tensor | None, relax: Relaxation) -> Decoded:
         medians = entropy.bottleneck_medians(model.entropy_bottleneck)
-        y_tilde = medians + relax(y - medians)
-        return entropy.bottleneck_bits(model.entropy_bottleneck, y_tilde), y_tilde
+        return Decoded(medians + relax(y - medians), None, medians)
+
+    def element_bits(self, model: nn.Module, decoded: Decoded) -> Tensor:
+        return entropy.bottleneck_element_bits(model.entropy_bottleneck, decoded.y_tilde)
 
     def compress(self, coder: nn.Module, y: Tensor, z_hat: Tensor | None, hyper: HyperPart | None,
                  format_version: int) -> tuple[list[bytes], int]:

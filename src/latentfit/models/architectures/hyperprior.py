@@ -2,7 +2,8 @@
 only, `z = h_a(|y|)`) and `mbt2018-mean` (Minnen et al. 2018's mean-scale hyperprior; `latentfit-msh`).
 
 Their `y` part, `GaussianY`, is a Gaussian whose `(σ, μ)` are the side parameters `h_s(ẑ)` themselves:
-`ỹ = μ + relax(y − μ)`. With no spatial context they are the architectures tiles can refine.
+`ỹ = μ + relax(y − μ)`. Tiles refine them with `HYPERPRIOR_REACH` (the checkerboard model with its
+context's reach added to it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 
 from .. import entropy
 from .base import Architecture, check_indexes, register_architecture
-from .parts import HyperPart, LatentPart, Relaxation, TilingReach
+from .parts import Decoded, HyperPart, LatentPart, Relaxation, TilingReach
 
 #: `g_s` is four stride-2 transposed convolutions (kernel 5): a latent reaches pixels within 2 latents,
 #: which decode exactly with 2 more around them; `h_s` reaches `y` latents −7..+4 from a `z` latent,
@@ -32,10 +33,13 @@ class GaussianY(LatentPart):
             return scales, means
         return side, None
 
-    def rate(self, model: nn.Module, y: Tensor, side: Tensor | None, relax: Relaxation) -> tuple[Tensor, Tensor]:
+    def decoded(self, model: nn.Module, y: Tensor, side: Tensor | None, relax: Relaxation) -> Decoded:
         scales, means = self.first_parameters(model, side)
-        y_tilde = relax(y) if means is None else means + relax(y - means)
-        return entropy.gaussian_bits(model.gaussian_conditional, y_tilde, scales, means), y_tilde
+        return Decoded(relax(y) if means is None else means + relax(y - means), scales, means)
+
+    def element_bits(self, model: nn.Module, decoded: Decoded) -> Tensor:
+        return entropy.gaussian_element_bits(model.gaussian_conditional, decoded.y_tilde, decoded.scales,
+                                             decoded.means)
 
     def _hyper_decode(self, coder: nn.Module, z_hat: Tensor, hyper: HyperPart,
                       format_version: int) -> tuple[Tensor | None, Tensor]:

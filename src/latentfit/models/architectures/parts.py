@@ -97,6 +97,16 @@ class LatentPart:
     def rate(self, model: nn.Module, y: Tensor, side: Tensor | None, relax: Relaxation) -> tuple[Tensor, Tensor]:
         """`(R_y, ỹ)`: the bits of `y` quantised by `relax` and the `ỹ` the synthesis transform decodes;
         with `relax=torch.round`, exactly what is transmitted."""
+        decoded = self.decoded(model, y, side, relax)
+        return self.element_bits(model, decoded).sum(), decoded.y_tilde
+
+    def decoded(self, model: nn.Module, y: Tensor, side: Tensor | None, relax: Relaxation) -> "Decoded":
+        """`ỹ` and the entropy parameters each latent is coded with, given the side parameters (the
+        context, if any, computed from the `ỹ` themselves, as the decoder does)."""
+        raise NotImplementedError
+
+    def element_bits(self, model: nn.Module, decoded: "Decoded") -> Tensor:
+        """`−log2 p` of each of `decoded.y_tilde` under its parameters (`model`'s density)."""
         raise NotImplementedError
 
     def compress(self, coder: nn.Module, y: Tensor, z_hat: Tensor | None, hyper: HyperPart | None,
@@ -111,14 +121,35 @@ class LatentPart:
 
 
 @dataclass(frozen=True)
+class Decoded:
+    """Latents `ỹ` as the synthesis transform decodes them and the parameters they are coded with:
+    `(σ, μ)` of a Gaussian (`scales` None: a factorized density, `means` its medians; `means` None:
+    zero mean)."""
+
+    y_tilde: Tensor
+    scales: Tensor | None
+    means: Tensor | None
+
+    def crop(self, rows: slice, cols: slice) -> "Decoded":
+        def part(t: Tensor | None) -> Tensor | None:  # per-channel parameters (medians) broadcast
+            return t if t is None or t.shape[-2:] == (1, 1) else t[..., rows, cols]
+
+        return Decoded(self.y_tilde[..., rows, cols], part(self.scales), part(self.means))
+
+
+@dataclass(frozen=True)
 class TilingReach:
     """How far a latent's influence reaches, in latents, for tile-by-tile refinement (`latentfit.tiling`):
     pixels a latent reaches (`margin`), what the decoder must see beyond them (`halo`), the `y` whose
     entropy parameters a `z` latent moves (`hyper_reach`), the `z` around what `h_s` computes
-    exactly (`z_halo`), and pixels per latent (`stride`)."""
+    exactly (`z_halo`), pixels per latent (`stride`), the `y` whose entropy parameters a `y` latent
+    moves through a spatial context (`context`; 0: none), and the period of the context's pattern
+    (`period`: a box of latents must start at a multiple of it to see the pattern as the whole image)."""
 
     margin: int
     halo: int
     hyper_reach: int
     z_halo: int
     stride: int = 16
+    context: int = 0
+    period: int = 1
