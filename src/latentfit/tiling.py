@@ -68,11 +68,11 @@ class EntropyContext:
     `y` and `z` (`update`)."""
 
     def __init__(self, model: LatentModel, latents: Latents):
-        self.latent_model, self.model, self.arch = model, model.model, model.arch
-        self.hyperprior = model.has_hyperprior
-        self.medians = bottleneck_medians(self.arch.hyper.bottleneck(self.model)) if self.hyperprior else None
+        self.model, self.arch = model.model, model.arch
+        hyperprior = model.has_hyperprior
+        self.medians = bottleneck_medians(self.arch.hyper.bottleneck(self.model)) if hyperprior else None
         self.side = None
-        self.update(latents.y, latents.z if self.hyperprior else None)
+        self.update(latents.y, latents.z if hyperprior else None)
 
     @torch.no_grad()
     def update(self, y: Tensor, z: Tensor | None = None) -> None:
