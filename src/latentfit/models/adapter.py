@@ -210,10 +210,6 @@ class LatentModel:
                 step /= 2
         return (*best, pass_seconds)
 
-    def _entropy_parameters(self, z_tilde: Tensor) -> tuple[Tensor, Tensor | None]:
-        """`(σ, μ)` of `y` from `z̃` alone; `μ` is None for the scale hyperprior (zero mean)."""
-        return self.arch.side_parameters(self.model, z_tilde)
-
     def rate_distortion(
         self, latents: Latents, x: Tensor, lmbda: float, relax: Relaxation, clamp: bool = False,
         distortion: Measure | None = None,
